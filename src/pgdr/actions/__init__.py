@@ -1,0 +1,1 @@
+"""Actions: orchestration only, one module per runbook step, in data-flow order."""

@@ -1,0 +1,220 @@
+"""pgdr restore: check the backup, refuse to overwrite data without --clean, then stream it into psql.
+
+Order matters: the checksum and a full decompression pass run before the server is touched; a target with user
+databases or roles is refused unless --clean, which first takes a safety backup of the current state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pgdr.catalog import BackupRecord, find, latest, list_backups
+from pgdr.compression import DECOMPRESSION_ERRORS, make_decompressor
+from pgdr.context import Context
+from pgdr.dumpscan import DumpScanner
+from pgdr.errors import IntegrityError, Refused, RestoreFailed, StageFailed
+from pgdr.postgres import inventory
+from pgdr.postgres.connect import client_environment
+from pgdr.postgres.sql import identifier
+from pgdr.run import CHUNK_SIZE, stream
+from pgdr.state import write_restore_record
+from pgdr.storage import Storage, open_storage
+
+HINT_RETRY = "fix the cause above, then `pgdr restore latest --clean` (or `pgdr clean soft --yes` and restore again)"
+
+
+@dataclass
+class RestoreResult:
+    record: BackupRecord
+    safety_backup: str | None
+
+
+def select_backup(context: Context, source: str, key: str | None) -> tuple[Storage, BackupRecord]:
+    storage = open_storage(context.settings, source)
+    records = list_backups(storage, context.settings.backup.min_size, include_safety=key is not None)
+    if key is None:
+        return storage, latest(records, storage.describe())
+    return storage, find(records, key, storage.describe())
+
+
+def check_backup(context: Context, storage: Storage, record: BackupRecord) -> None:
+    """Read the whole backup once: size and sha256 against the manifest, full decompression, end marker."""
+    manifest = record.manifest
+    if manifest is not None and manifest.size != record.size:
+        raise IntegrityError(
+            f"backup {record.key} is {record.size} bytes but its manifest says {manifest.size}",
+            "the backup is truncated or was replaced: restore another one (see `pgdr list`)",
+        )
+    digest, decompressor, scanner = hashlib.sha256(), make_decompressor(record.key.compression), DumpScanner()
+    context.output.step(f"Checking {record.key} ({'checksum, ' if manifest else ''}decompression)")
+    with storage.open_download(record.key.key) as handle, context.output.progress("Checking", record.size) as bar:
+        try:
+            for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
+                bar.advance(len(chunk))
+                digest.update(chunk)
+                scanner.feed(decompressor.decompress(chunk))
+            scanner.feed(decompressor.finish())
+        except DECOMPRESSION_ERRORS as error:
+            raise IntegrityError(
+                f"backup {record.key} does not decompress as {record.key.compression}: {error}",
+                "the backup is corrupt: restore another one (see `pgdr list`)",
+            ) from None
+    _check_scan(record, digest.hexdigest(), scanner)
+
+
+def _check_scan(record: BackupRecord, sha256: str, scanner: DumpScanner) -> None:
+    if record.manifest is not None and record.manifest.sha256 != sha256:
+        raise IntegrityError(
+            f"backup {record.key} does not match its manifest's sha256",
+            "the backup is corrupt: restore another one (see `pgdr list`)",
+        )
+    if not scanner.complete:
+        raise IntegrityError(
+            f"backup {record.key} is incomplete: the dump's end marker is missing",
+            "the backup was cut short: restore another one (see `pgdr list`)",
+        )
+
+
+def check_versions(record: BackupRecord, server_major: int) -> None:
+    manifest = record.manifest
+    if manifest is None:
+        return
+    backup_major = int(manifest.server_version.split(".")[0].split()[-1]) if manifest.server_version else 0
+    if backup_major > server_major:
+        raise Refused(
+            f"backup {record.key} comes from PostgreSQL {backup_major}, newer than this server ({server_major})",
+            f"restore into a PostgreSQL {backup_major} server or newer",
+        )
+
+
+def existing_data(context: Context) -> tuple[list[str], list[str]]:
+    endpoint = context.superuser_endpoint()
+    return (inventory.user_databases(endpoint),
+            inventory.user_roles(endpoint, context.settings.postgres.superuser))
+
+
+class GlobalsFilter:
+    """Drops the dump's `CREATE ROLE <bootstrap superuser>;`: it always exists in a fresh cluster, so the one
+    expected difference is handled instead of failing the restore. Only the globals section (before the first
+    \\connect) is looked at; the rest passes through untouched.
+    """
+
+    def __init__(self, superuser: str) -> None:
+        self.skip = {f"CREATE ROLE {superuser};".encode(), f"CREATE ROLE {identifier(superuser)};".encode()}
+        self.in_globals = True
+        self._carry = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self.in_globals:
+            return chunk
+        data = self._carry + chunk
+        last_newline = data.rfind(b"\n")
+        if last_newline < 0:
+            self._carry = data
+            return b""
+        self._carry = data[last_newline + 1 :]
+        lines = data[: last_newline + 1].split(b"\n")
+        output = []
+        for index, line in enumerate(lines[:-1]):
+            if line.startswith(b"\\connect "):
+                self.in_globals = False
+                output.append(b"\n".join(lines[index:-1]) + b"\n")
+                break
+            output.append(b"-- pgdr: skipped, exists already: " + line + b"\n" if line in self.skip else line + b"\n")
+        if not self.in_globals:
+            output.append(self._carry)
+            self._carry = b""
+        return b"".join(output)
+
+    def finish(self) -> bytes:
+        carry, self._carry = self._carry, b""
+        return carry
+
+
+def psql_restore_argv(psql: str) -> list[str]:
+    return [psql, "--no-psqlrc", "--quiet", "--no-password", "--echo-errors", "--set", "ON_ERROR_STOP=1",
+            "--dbname", "postgres", "--file", "-"]
+
+
+def stream_into_psql(context: Context, psql: str, handle: BinaryIO, record: BackupRecord) -> None:
+    decompressor = make_decompressor(record.key.compression)
+    globals_filter = GlobalsFilter(context.settings.postgres.superuser)
+    with client_environment(context.superuser_endpoint()) as environment, stream(
+        psql_restore_argv(psql), stage="psql", direction="write", environment=environment, hint=HINT_RETRY,
+    ) as restore, context.output.progress("Restoring", record.size) as bar:
+        for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
+            bar.advance(len(chunk))
+            restore.write(globals_filter.feed(decompressor.decompress(chunk)))
+        restore.write(globals_filter.feed(decompressor.finish()) + globals_filter.finish())
+
+
+def refuse_existing(databases: list[str], roles: list[str], command: str) -> None:
+    parts = []
+    if databases:
+        parts.append(f"databases {', '.join(databases)}")
+    if roles:
+        parts.append(f"roles {', '.join(roles)}")
+    raise Refused(
+        f"the server already has {' and '.join(parts)}; refusing to restore over live data",
+        f"re-run as `{command} --clean` (takes a safety backup, cleans, then restores)",
+    )
+
+
+def restore(context: Context, source: str = "local", key: str | None = None, clean: bool = False) -> RestoreResult:
+    storage, record = select_backup(context, source, key)
+    toolset, server_major = context.client_tools(("psql", "pg_dumpall"))
+    check_versions(record, server_major)
+    check_backup(context, storage, record)
+    databases, roles = existing_data(context)
+    safety_key = None
+    if databases or roles:
+        command = f"pgdr restore {'file ' + record.key.key if key else 'latest'}"
+        if not clean:
+            refuse_existing(databases, roles, command)
+        context.confirm_destructive(f"Replace databases {', '.join(databases) or '(none)'} with {record.key}")
+        safety_key = _safety_backup(context)
+        from pgdr.actions.clean import clean_soft
+
+        clean_soft(context, confirmed=True)
+    _apply(context, toolset.path("psql"), storage, record)
+    return RestoreResult(record, safety_key)
+
+
+def _safety_backup(context: Context) -> str:
+    from pgdr.actions.backup import backup
+
+    context.output.step("Taking a safety backup of the current state first")
+    result = backup(context, targets=["local"], safety=True)
+    return result.key.key
+
+
+def _apply(context: Context, psql: str, storage: Storage, record: BackupRecord) -> None:
+    state_dir = context.settings.state_dir
+    context.output.step(f"Restoring {record.key} from {storage.describe()}")
+    write_restore_record(state_dir, record.key.key, storage.name, "incomplete", record.manifest)
+    try:
+        with storage.open_download(record.key.key) as handle:
+            stream_into_psql(context, psql, handle, record)
+    except StageFailed as failure:
+        raise RestoreFailed(
+            f"restore of {record.key} stopped: {describe_psql_error(failure)}; the cluster holds a partial restore",
+            HINT_RETRY,
+        ) from None
+    except KeyboardInterrupt:
+        context.output.warn("Restore interrupted: the cluster holds a partial restore. Next: " + HINT_RETRY)
+        raise
+    write_restore_record(state_dir, record.key.key, storage.name, "complete", record.manifest)
+    context.output.success("Database restored successfully")
+    context.output.info("Passwords are not in backups: run `pgdr init` to set every user's password.")
+
+
+def describe_psql_error(failure: StageFailed) -> str:
+    """The ERROR line and the failing statement psql echoed (--echo-errors), else the exit status."""
+    lines = [line.strip() for line in failure.stderr_tail.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "ERROR:" in line:
+            statement = lines[index + 1] if index + 1 < len(lines) else ""
+            return line.split("ERROR:", 1)[1].strip() + (f" (statement: {statement[:200]})" if statement else "")
+    return failure.detail

@@ -1,0 +1,131 @@
+"""Backup names and manifests.
+
+A backup key is ``YYYYMMDD/postgres-all-YYYYMMDD-HHMMSS.sql[.gz|.zst]`` (UTC), relative to the backup dir or the
+S3 prefix: the layout of the old shell pipeline, kept so its backups stay restorable. Safety backups taken by
+``restore --clean`` live under ``safety/`` with the same name, so ``restore latest`` never picks them.
+A manifest (``<key>.manifest.json``) is written after the backup is complete: no manifest, not a pgdr backup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field, ValidationError
+
+from pgdr.errors import IntegrityError, UsageError
+
+MANIFEST_SUFFIX = ".manifest.json"
+SAFETY_PREFIX = "safety/"
+EXTENSIONS = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
+KEY_PATTERN = re.compile(
+    r"^(?P<safety>safety/)?(?P<day>\d{8})/postgres-all-(?P<stamp>\d{8}-\d{6})(?P<extension>\.sql(?:\.gz|\.zst)?)$"
+)
+
+
+@dataclass(frozen=True, order=True)
+class BackupKey:
+    """A parsed backup key; orders by creation time."""
+
+    created: datetime
+    key: str
+    compression: str
+    safety: bool = False
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def manifest_key(self) -> str:
+        return self.key + MANIFEST_SUFFIX
+
+
+def compression_of(extension: str) -> str:
+    return {extension: name for name, extension in EXTENSIONS.items()}[extension]
+
+
+def parse_key(key: str) -> BackupKey:
+    """Parse a backup key, refusing anything that is not exactly our layout (no '..', no absolute paths)."""
+    match = KEY_PATTERN.match(key)
+    if not match:
+        raise UsageError(
+            f"not a backup key: {key!r}",
+            "keys look like 20251116/postgres-all-20251116-095831.sql.gz; see `pgdr list`",
+        )
+    try:
+        created = datetime.strptime(match["stamp"], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise UsageError(f"not a backup key: {key!r} (invalid date)", "see `pgdr list`") from None
+    if match["day"] != match["stamp"][:8]:
+        raise UsageError(f"not a backup key: {key!r} (folder and name dates differ)", "see `pgdr list`")
+    return BackupKey(created, key, compression_of(match["extension"]), bool(match["safety"]))
+
+
+def is_backup_key(key: str) -> bool:
+    try:
+        parse_key(key)
+    except UsageError:
+        return False
+    return True
+
+
+def make_key(created: datetime, compression: str, safety: bool = False) -> BackupKey:
+    created = created.astimezone(UTC).replace(microsecond=0)
+    stamp = created.strftime("%Y%m%d-%H%M%S")
+    prefix = SAFETY_PREFIX if safety else ""
+    key = f"{prefix}{stamp[:8]}/postgres-all-{stamp}{EXTENSIONS[compression]}"
+    return BackupKey(created, key, compression, safety)
+
+
+class TableCount(BaseModel):
+    schema_name: str = Field(alias="schema")
+    table: str
+    rows: int
+
+    model_config = {"populate_by_name": True}
+
+
+class DatabaseContents(BaseModel):
+    name: str
+    tables: list[TableCount] = Field(default_factory=list)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        return {(table.schema_name, table.table): table.rows for table in self.tables}
+
+
+class Manifest(BaseModel):
+    """What a finished backup holds; written last, beside the backup."""
+
+    format_version: int = 1
+    key: str
+    format: str = "plain"
+    compression: str
+    size: int
+    sha256: str
+    uncompressed_size: int
+    server_version: str
+    pg_dumpall_version: str
+    pgdr_version: str
+    started_at: datetime
+    finished_at: datetime
+    seconds: dict[str, float] = Field(default_factory=dict)
+    databases: list[DatabaseContents] = Field(default_factory=list)
+    contains_passwords: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, key: str) -> Manifest:
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as error:
+            raise IntegrityError(
+                f"manifest of {key} is unreadable: {error.errors()[0]['msg']}",
+                "the manifest is damaged; restore another backup (see `pgdr list`)",
+            ) from None
+
+    def database(self, name: str) -> DatabaseContents | None:
+        return next((database for database in self.databases if database.name == name), None)

@@ -1,0 +1,94 @@
+"""The backups a storage holds: keys paired with their manifests, newest last, suspicious ones flagged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pgdr.artifact import BackupKey, Manifest, is_backup_key, parse_key
+from pgdr.errors import IntegrityError, StorageError
+from pgdr.storage import Storage, StoredObject
+
+
+@dataclass
+class BackupRecord:
+    key: BackupKey
+    size: int
+    modified: datetime
+    target: str
+    manifest: Manifest | None = None
+    manifest_error: str = ""
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return self.manifest is not None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "key": self.key.key,
+            "target": self.target,
+            "size": self.size,
+            "created": self.key.created.isoformat(),
+            "modified": self.modified.isoformat(),
+            "verified": self.verified,
+            "format": self.manifest.format if self.manifest else "plain",
+            "compression": self.key.compression,
+            "sha256": self.manifest.sha256 if self.manifest else None,
+            "flags": self.flags,
+        }
+
+
+def suspicious_flags(records: list[BackupRecord], min_size: int) -> None:
+    """Flag backups smaller than min_size, or under half the size of the previous one (newest last)."""
+    previous: BackupRecord | None = None
+    for record in records:
+        record.flags = []
+        if record.size < min_size:
+            record.flags.append(f"smaller than min_size ({record.size} < {min_size} bytes)")
+        if previous is not None and record.size * 2 < previous.size:
+            record.flags.append(f"under half the previous backup ({record.size} vs {previous.size} bytes)")
+        if record.manifest_error:
+            record.flags.append(record.manifest_error)
+        previous = record
+
+
+def read_manifest(storage: Storage, key: BackupKey) -> Manifest | None:
+    data = storage.get_bytes(key.manifest_key)
+    return Manifest.from_json(data, key.key) if data is not None else None
+
+
+def list_backups(storage: Storage, min_size: int, include_safety: bool = False) -> list[BackupRecord]:
+    objects: dict[str, StoredObject] = {item.key: item for item in storage.list()}
+    records = []
+    for key_text, item in objects.items():
+        if not is_backup_key(key_text):
+            continue
+        key = parse_key(key_text)
+        if key.safety and not include_safety:
+            continue
+        record = BackupRecord(key, item.size, item.modified, storage.name)
+        if key.manifest_key in objects:
+            try:
+                record.manifest = read_manifest(storage, key)
+            except IntegrityError as error:
+                record.manifest_error = error.message
+        records.append(record)
+    records.sort(key=lambda record: (record.key.created, record.key.key))
+    suspicious_flags(records, min_size)
+    return records
+
+
+def latest(records: list[BackupRecord], where: str) -> BackupRecord:
+    candidates = [record for record in records if not record.key.safety]
+    if not candidates:
+        raise StorageError(f"no backups found in {where}", "run `pgdr backup` first, or check backup.dir / [s3]")
+    return candidates[-1]
+
+
+def find(records: list[BackupRecord], key: str, where: str) -> BackupRecord:
+    parse_key(key)
+    for record in records:
+        if record.key.key == key:
+            return record
+    raise StorageError(f"backup {key} not found in {where}", "see `pgdr list` for the keys")

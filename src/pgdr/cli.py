@@ -1,0 +1,304 @@
+"""The pgdr command line: parse, call one action, map errors to exit codes. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.table import Table
+
+from pgdr import __version__
+from pgdr.config import load_settings
+from pgdr.context import Context
+from pgdr.errors import ExitCode, Interrupted, PgdrError, UsageError
+from pgdr.redact import redact
+from pgdr.ui import Output, human_age, human_size
+
+app = typer.Typer(
+    help="PostgreSQL disaster recovery: backups, restore, passwords, verification.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+restore_app = typer.Typer(help="Restore a backup (checked before the server is touched).", no_args_is_help=True)
+clean_app = typer.Typer(help="Remove data: soft (drop databases and roles) or hard (delete the cluster).",
+                        no_args_is_help=True)
+secrets_app = typer.Typer(help="Secrets: pull them into the dotenv file, push one to SSM.", no_args_is_help=True)
+app.add_typer(restore_app, name="restore")
+app.add_typer(clean_app, name="clean")
+app.add_typer(secrets_app, name="secrets")
+
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Confirm destructive actions without a prompt.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+SourceOption = Annotated[str, typer.Option("--from", help="Where the backups are: local or s3.")]
+
+
+@dataclass
+class GlobalOptions:
+    config: Path | None
+    quiet: bool
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pgdr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", envvar="PGDR_CONFIG",
+                                                help="Config file (default ./pgdr.toml).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and warnings.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version.")] = False,
+) -> None:
+    ctx.obj = GlobalOptions(config, quiet)
+
+
+def make_context(ctx: typer.Context, yes: bool = False, json_mode: bool = False) -> Context:
+    options: GlobalOptions = ctx.find_root().obj
+    output = Output(quiet=options.quiet, json_mode=json_mode)
+    return Context(load_settings(options.config), output, assume_yes=yes)
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start PostgreSQL (local: create the managed cluster on first use; external: run up_command)."""
+    from pgdr.actions.server import up as start
+
+    start(make_context(ctx))
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop PostgreSQL (local: the managed cluster; external: run down_command if set)."""
+    from pgdr.actions.server import down as stop
+
+    stop(make_context(ctx))
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Is the server reachable? Version, databases with sizes, newest backup and its age."""
+    from pgdr.actions.server import status as read_status
+
+    context = make_context(ctx, json_mode=as_json)
+    report = read_status(context)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        _print_status(context.output, report)
+    if not report.reachable:
+        raise typer.Exit(ExitCode.SERVER_UNREACHABLE)
+
+
+def _print_status(output: Output, report: object) -> None:
+    data = report.as_json()  # type: ignore[attr-defined]
+    if data["reachable"]:
+        output.info(f"Server: reachable, {data['version']}")
+        for database in data["databases"]:
+            output.info(f"  {database['name']:<30} {human_size(database['size']):>10}")
+    else:
+        output.warn(f"Server: not reachable: {data['problem']}")
+    newest = data["newest_backup"]
+    if newest:
+        output.info(f"Newest backup: {newest['key']} ({newest['target']}, {human_size(newest['size'])}, "
+                    f"{human_age(newest['age_seconds'])} old, {'verified' if newest['verified'] else 'unverified'})")
+    else:
+        output.info("Newest backup: none")
+
+
+@app.command()
+def backup(ctx: typer.Context) -> None:
+    """pg_dumpall --no-role-passwords, compressed while streaming, to every target in backup.targets."""
+    from pgdr.actions.backup import backup as take_backup
+
+    take_backup(make_context(ctx))
+
+
+def _targets(context: Context, source: str) -> list[str]:
+    if source == "all":
+        return ["local", "s3"] if context.settings.s3.bucket else ["local"]
+    if source not in ("local", "s3"):
+        raise UsageError(f"--from {source!r} is not a storage", "use --from local, --from s3 or --from all")
+    return [source]
+
+
+@app.command("list")
+def list_command(ctx: typer.Context, source: SourceOption = "local", as_json: JsonOption = False,
+                 safety: Annotated[bool, typer.Option("--safety", help="Include safety backups.")] = False) -> None:
+    """Backups: key, size, created (UTC), verified/unverified, suspicious ones flagged."""
+    from pgdr.catalog import list_backups
+    from pgdr.storage import open_storage
+
+    context = make_context(ctx, json_mode=as_json)
+    records = []
+    for target in _targets(context, source):
+        records += list_backups(open_storage(context.settings, target), context.settings.backup.min_size, safety)
+    if as_json:
+        print_json([record.as_json() for record in records])
+        return
+    table = Table("key", "target", "size", "created (UTC)", "state", "flags")
+    for record in records:
+        table.add_row(record.key.key, record.target, human_size(record.size),
+                      record.key.created.strftime("%Y-%m-%d %H:%M:%S"),
+                      "verified" if record.verified else "unverified", "; ".join(record.flags) or "")
+    context.output.table(table)
+    if not records:
+        context.output.info(f"No backups in {source}. Take one with `pgdr backup`.")
+
+
+@restore_app.command("latest")
+def restore_latest(ctx: typer.Context, source: SourceOption = "local", clean: Annotated[bool, typer.Option(
+        "--clean", help="Take a safety backup, drop current databases and roles, then restore.")] = False,
+        yes: YesOption = False) -> None:
+    """Restore the newest backup."""
+    from pgdr.actions.restore import restore
+
+    restore(make_context(ctx, yes), source=source, clean=clean)
+
+
+@restore_app.command("file")
+def restore_file(ctx: typer.Context, key: Annotated[str | None, typer.Argument(
+        help="Backup key, e.g. 20251116/postgres-all-20251116-095831.sql.gz")] = None,
+        source: SourceOption = "local", clean: Annotated[bool, typer.Option(
+        "--clean", help="Take a safety backup, drop current databases and roles, then restore.")] = False,
+        yes: YesOption = False) -> None:
+    """Restore a named backup; without KEY, list the backups and ask (on a terminal)."""
+    from pgdr.actions.restore import restore
+
+    context = make_context(ctx, yes)
+    restore(context, source=source, key=key or _choose_key(context, source), clean=clean)
+
+
+def _choose_key(context: Context, source: str) -> str:
+    from pgdr.catalog import list_backups
+    from pgdr.storage import open_storage
+
+    records = list_backups(open_storage(context.settings, source), context.settings.backup.min_size)
+    if not context.output.interactive:
+        raise UsageError("restore file needs a KEY when not on a terminal", "see `pgdr list` for the keys")
+    if not records:
+        raise UsageError(f"no backups in {source}", "run `pgdr backup` first")
+    for number, record in enumerate(records, 1):
+        context.output.info(f"{number:3d}. {record.key.key}  {human_size(record.size)}  "
+                            f"{'verified' if record.verified else 'unverified'}")
+    answer = context.output.prompt(f"Backup to restore [1-{len(records)}]: ").strip()
+    if not answer.isdigit() or not 1 <= int(answer) <= len(records):
+        raise UsageError(f"no backup number {answer!r}", "run the command again and type a number from the list")
+    return records[int(answer) - 1].key.key
+
+
+@secrets_app.command("pull")
+def secrets_pull(ctx: typer.Context) -> None:
+    """Write every secret the config names into the dotenv file (0600); prints names, never values."""
+    from pgdr.actions.secret_store import pull
+
+    pull(make_context(ctx))
+
+
+@secrets_app.command("push")
+def secrets_push(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Secret name, e.g. POSTGRES_PASSWORD")]
+                 ) -> None:
+    """Store one secret in SSM as SecureString; the value is read from a prompt or stdin, never argv."""
+    from pgdr.actions.secret_store import push
+
+    context = make_context(ctx)
+    if sys.stdin.isatty():
+        value = context.output.prompt(f"Value for {name}: ", password=True)
+    else:
+        value = sys.stdin.readline().rstrip("\n")
+    push(context, name, value)
+
+
+@app.command()
+def init(ctx: typer.Context, dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False
+         ) -> None:
+    """Create missing databases, roles and users; (re)set every user's password; run migrations."""
+    from pgdr.actions.provision import init as provision
+
+    provision(make_context(ctx), dry_run=dry_run)
+
+
+@app.command()
+def verify(ctx: typer.Context, skip_row_counts: Annotated[bool, typer.Option(
+        "--skip-row-counts", help="Do not compare row counts with the last restored backup.")] = False) -> None:
+    """Prove recovery: logins over TCP, privileges, databases, row counts, then verify.command."""
+    from pgdr.actions.verify import verify as check
+
+    check(make_context(ctx), row_counts=not skip_row_counts)
+
+
+@clean_app.command("soft")
+def clean_soft(ctx: typer.Context, yes: YesOption = False) -> None:
+    """Drop all user databases and roles except the bootstrap superuser; the server keeps running."""
+    from pgdr.actions.clean import clean_soft as soft
+
+    soft(make_context(ctx, yes))
+
+
+@clean_app.command("hard")
+def clean_hard(ctx: typer.Context, yes: YesOption = False) -> None:
+    """Local: stop the server and delete its data directory. External: run down_command or refuse."""
+    from pgdr.actions.clean import clean_hard as hard
+
+    hard(make_context(ctx, yes))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def psql(ctx: typer.Context) -> None:
+    """Open psql as the superuser (arguments are passed through)."""
+    from pgdr.postgres.connect import client_environment
+
+    context = make_context(ctx)
+    toolset, _ = context.client_tools(("psql",))
+    with client_environment(context.superuser_endpoint()) as environment:
+        import subprocess
+
+        completed = subprocess.run([toolset.path("psql"), *ctx.args], env=environment, check=False)  # noqa: S603
+    raise typer.Exit(completed.returncode)
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Run the whole runbook on the config's local cluster: up, init, sample data, backup, destroy, recover."""
+    from pgdr.actions.demo import run_demo
+
+    run_demo(make_context(ctx, yes=True))
+
+
+def main() -> None:
+    started = datetime.now(UTC)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(standalone_mode=False, prog_name="pgdr")
+        sys.exit(result if isinstance(result, int) else 0)
+    except click.exceptions.Exit as exit_request:
+        sys.exit(exit_request.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(ExitCode.CONFIG)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        Output().error(Interrupted("interrupted").message, "nothing half-written is kept; run the command again")
+        sys.exit(ExitCode.INTERRUPTED)
+    except PgdrError as error:
+        Output().error(error.message, error.hint)
+        sys.exit(error.exit_code)
+    except Exception as error:  # noqa: BLE001 - last resort: one redacted line, traceback only on request
+        if os.environ.get("PGDR_DEBUG"):
+            raise
+        Output().error(f"unexpected error after {(datetime.now(UTC) - started).total_seconds():.0f}s: "
+                       f"{type(error).__name__}: {error}", "re-run with PGDR_DEBUG=1 for the traceback and report it")
+        sys.exit(ExitCode.UNEXPECTED)

@@ -1,0 +1,284 @@
+"""pgdr.toml -> validated settings.
+
+Every option has a type, a default and a description. Errors name the path of the bad key, e.g.
+``[databases][0].readwrite_user.name: ...``. Secrets are referenced by NAME only; values never live here.
+Environment overrides: ``PGDR_<SECTION>__<KEY>`` (e.g. ``PGDR_POSTGRES__PORT=5433``).
+Relative paths are resolved once, against the folder holding the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pgdr.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "pgdr.toml"
+SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_size(text: str | int) -> int:
+    """'1MB' -> 1000000, '1MiB' -> 1048576, 512 -> 512."""
+    if isinstance(text, int):
+        return text
+    match = SIZE_PATTERN.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 1MB, 500kB, 2GiB)")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    binary = "i" in unit
+    letter = unit[:1] if unit[:1] in "kmgt" else ""
+    multiplier = 1024 ** "kmgt".index(letter) * 1024 if binary and letter else SIZE_UNITS[letter]
+    return int(number * multiplier)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_secret_name(value: str) -> str:
+    if not SECRET_NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{value!r} is not a secret NAME (letters, digits, underscore); put the value in the secret store"
+        )
+    return value
+
+
+class PostgresSettings(Section):
+    mode: Literal["local", "external"] = Field("local", description="local: pgdr manages a cluster in data_dir")
+    data_dir: Path = Field(Path(".pgdr/pgdata"), description="data directory of the managed cluster")
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    superuser: str = "postgres"
+    password: str = Field("POSTGRES_PASSWORD", description="NAME of the secret holding the superuser password")
+    bin_dir: str = Field("", description="folder with PostgreSQL binaries; empty: discovered")
+    up_command: str = Field("", description="external mode: command that starts the server")
+    down_command: str = Field("", description="external mode: command that stops and removes the server")
+    os_user: str = Field("postgres", description="OS user that runs the managed cluster when pgdr runs as root")
+    settings: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra server settings for the managed cluster (e.g. fsync = false)"
+    )
+    connect_timeout: int = Field(10, ge=1, description="seconds to wait for a connection")
+
+    _check_password = field_validator("password")(_check_secret_name)
+
+
+class BackupSettings(Section):
+    dir: Path = Path(".pgdr/backups")
+    compression: Literal["gzip", "zstd", "none"] = "gzip"
+    compression_level: int | None = Field(None, description="default: gzip 3 (isal), zstd 3")
+    targets: list[Literal["local", "s3"]] = Field(default_factory=lambda: ["local"], min_length=1)
+    min_size: int = Field(1_000_000, description="backups smaller than this are flagged as suspicious")
+
+    @field_validator("min_size", mode="before")
+    @classmethod
+    def _parse_min_size(cls, value: Any) -> int:
+        return parse_size(value)
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("targets must not repeat")
+        return value
+
+
+class S3Settings(Section):
+    bucket: str = ""
+    prefix: str = ""
+    region: str = ""
+    endpoint_url: str = ""
+    storage_class: str = ""
+    sse: Literal["", "AES256", "aws:kms"] = ""
+    kms_key_id: str = ""
+
+
+class SecretsSettings(Section):
+    sources: list[Literal["env", "dotenv", "ssm"]] = Field(default_factory=lambda: ["env", "dotenv"], min_length=1)
+    dotenv: Path = Path(".env")
+    ssm_path: str = ""
+
+
+class UserSettings(Section):
+    name: str = Field(min_length=1, max_length=63)
+    password: str = Field(description="NAME of the secret holding this user's password")
+    connection_limit: int = Field(-1, ge=-1)
+
+    _check_password = field_validator("password")(_check_secret_name)
+
+
+class DatabaseSettings(Section):
+    name: str = Field(min_length=1, max_length=63)
+    description: str = ""
+    extensions: list[str] = Field(default_factory=list)
+    readwrite_user: UserSettings
+    readonly_user: UserSettings | None = None
+
+    @property
+    def readwrite_role(self) -> str:
+        return f"{self.name}_readwrite"
+
+    @property
+    def readonly_role(self) -> str:
+        return f"{self.name}_readonly"
+
+    def users(self) -> list[UserSettings]:
+        return [user for user in (self.readwrite_user, self.readonly_user) if user is not None]
+
+
+class MigrationsSettings(Section):
+    dir: Path | None = None
+
+
+class VerifySettings(Section):
+    command: str = ""
+    row_counts: bool = Field(True, description="compare row counts with the last restored backup's manifest")
+
+
+class Settings(Section):
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
+    backup: BackupSettings = Field(default_factory=BackupSettings)  # type: ignore[arg-type]
+    s3: S3Settings = Field(default_factory=S3Settings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)  # type: ignore[arg-type]
+    databases: list[DatabaseSettings] = Field(default_factory=list)
+    migrations: MigrationsSettings = Field(default_factory=MigrationsSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)  # type: ignore[arg-type]
+    config_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        names = [database.name for database in self.databases]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"database names repeat: {', '.join(duplicates)}")
+        users = [user.name for database in self.databases for user in database.users()]
+        if self.postgres.superuser in users:
+            raise ValueError(f"user {self.postgres.superuser!r} is the superuser; pick another name")
+        if "s3" in self.backup.targets and not self.s3.bucket:
+            raise ValueError("backup.targets has 's3' but [s3] bucket is empty")
+        if "ssm" in self.secrets.sources and not self.secrets.ssm_path:
+            raise ValueError("secrets.sources has 'ssm' but secrets.ssm_path is empty")
+        return self
+
+    def secret_names(self) -> list[str]:
+        """Every secret the config names, superuser first, without repeats."""
+        names = [self.postgres.password]
+        names += [user.password for database in self.databases for user in database.users()]
+        return list(dict.fromkeys(names))
+
+    @property
+    def base_dir(self) -> Path:
+        return self.config_path.parent if self.config_path else Path.cwd()
+
+    @property
+    def state_dir(self) -> Path:
+        """Folder for pgdr's own state next to the cluster (socket, logs, restore marker)."""
+        return self.postgres.data_dir.parent
+
+
+def format_location(location: tuple[int | str, ...]) -> str:
+    """('databases', 0, 'readwrite_user', 'name') -> '[databases][0].readwrite_user.name'."""
+    text = ""
+    for index, part in enumerate(location):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif index == 0:
+            text += f"[{part}]"
+        else:
+            text += f".{part}"
+    return text or "(top level)"
+
+
+def describe_validation_error(error: ValidationError, path: Path | None) -> str:
+    where = f"{path}: " if path else ""
+    problems = []
+    for item in error.errors():
+        location = format_location(tuple(item["loc"]))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{location}: {message}")
+    return where + "; ".join(problems)
+
+
+def env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    """PGDR_POSTGRES__PORT=5433 -> {'postgres': {'port': '5433'}}."""
+    overrides: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith("PGDR_") or "__" not in name:
+            continue
+        section, _, key = name[len("PGDR_") :].partition("__")
+        overrides.setdefault(section.lower(), {})[key.lower()] = value
+    return overrides
+
+
+def merge_overrides(data: dict[str, Any], overrides: dict[str, dict[str, str]]) -> dict[str, Any]:
+    merged = dict(data)
+    for section, values in overrides.items():
+        current = merged.get(section, {})
+        if not isinstance(current, dict):
+            raise ConfigError(f"PGDR_{section.upper()}__*: [{section}] is not a table", "fix the config file")
+        merged[section] = {**current, **{key: _coerce_env_value(value) for key, value in values.items()}}
+    return merged
+
+
+def _coerce_env_value(value: str) -> Any:
+    """Lists come from env as TOML arrays ('["local","s3"]'); everything else as a string pydantic converts."""
+    if value.startswith("["):
+        try:
+            return tomllib.loads(f"value = {value}")["value"]
+        except tomllib.TOMLDecodeError:
+            return value
+    return value
+
+
+def resolve_paths(settings: Settings, base: Path) -> Settings:
+    def absolute(path: Path) -> Path:
+        return path if path.is_absolute() else (base / path).resolve()
+
+    settings.postgres.data_dir = absolute(settings.postgres.data_dir)
+    settings.backup.dir = absolute(settings.backup.dir)
+    settings.secrets.dotenv = absolute(settings.secrets.dotenv)
+    if settings.migrations.dir is not None:
+        settings.migrations.dir = absolute(settings.migrations.dir)
+    return settings
+
+
+def find_config_path(explicit: str | Path | None, environ: dict[str, str]) -> Path:
+    if explicit:
+        return Path(explicit)
+    if environ.get("PGDR_CONFIG"):
+        return Path(environ["PGDR_CONFIG"])
+    return Path.cwd() / DEFAULT_CONFIG_NAME
+
+
+def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, path), "fix the key named above in the config") from None
+    settings.config_path = path.resolve() if path else None
+    return resolve_paths(settings, settings.base_dir)
+
+
+def load_settings(explicit: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    environ = dict(os.environ if environ is None else environ)
+    path = find_config_path(explicit, environ)
+    if not path.exists():
+        raise ConfigError(
+            f"config file not found: {path}",
+            "pass --config PATH, set PGDR_CONFIG, or copy examples/demo/pgdr.toml to ./pgdr.toml",
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}", "fix the TOML syntax at the line named") from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}", "check the file's permissions and encoding") from None
+    return parse_settings(merge_overrides(data, env_overrides(environ)), path)

@@ -1,0 +1,67 @@
+"""What every action needs: settings, output, secrets, and the server (managed cluster or external)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from pgdr.config import Settings
+from pgdr.errors import Refused
+from pgdr.postgres.binaries import Toolset, find_toolset, server_major
+from pgdr.postgres.cluster import ExternalServer, LocalCluster
+from pgdr.postgres.connect import Endpoint, session
+from pgdr.secrets import SecretResolver, make_resolver
+from pgdr.ui import Output
+
+
+@dataclass
+class Context:
+    settings: Settings
+    output: Output = field(default_factory=Output)
+    assume_yes: bool = False
+    resolver: SecretResolver | None = None
+
+    def __post_init__(self) -> None:
+        if self.resolver is None:
+            self.resolver = make_resolver(self.settings)
+
+    @property
+    def secrets(self) -> SecretResolver:
+        assert self.resolver is not None
+        return self.resolver
+
+    @property
+    def is_local(self) -> bool:
+        return self.settings.postgres.mode == "local"
+
+    @cached_property
+    def cluster(self) -> LocalCluster:
+        return LocalCluster(self.settings.postgres, self.settings.state_dir, log=self.output.info)
+
+    @cached_property
+    def external(self) -> ExternalServer:
+        return ExternalServer(self.settings.postgres, self.settings.base_dir)
+
+    def superuser_endpoint(self, database: str = "postgres") -> Endpoint:
+        postgres = self.settings.postgres
+        return Endpoint(postgres.host, postgres.port, postgres.superuser, self.secrets.get(postgres.password),
+                        database, postgres.connect_timeout)
+
+    def server_version(self) -> tuple[int, str]:
+        with session(self.superuser_endpoint()) as connection:
+            row = connection.execute("SELECT current_setting('server_version_num')::int, version()").fetchone()
+        assert row is not None
+        return server_major(row[0]), row[1]
+
+    def client_tools(self, required: tuple[str, ...] = ("psql", "pg_dumpall")) -> tuple[Toolset, int]:
+        """Client binaries at least as new as the running server (checked before any work starts)."""
+        major, _ = self.server_version()
+        return find_toolset(self.settings.postgres.bin_dir, required, minimum_major=major), major
+
+    def confirm_destructive(self, what: str, flag: str = "--yes") -> None:
+        """Ask on a terminal; refuse without one unless --yes was given."""
+        if self.assume_yes:
+            return
+        if self.output.interactive and self.output.confirm(f"{what}. Continue?"):
+            return
+        raise Refused(f"refusing to {what.lower()} without confirmation", f"re-run with {flag} to confirm")

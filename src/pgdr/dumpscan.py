@@ -1,0 +1,151 @@
+"""Reads a pg_dumpall SQL stream as it passes, without holding it in memory.
+
+It counts the rows of every COPY block per database and table (the counts `verify` checks after a restore are
+exactly what the dump holds, consistent with the dump's snapshot), notices whether the dump reached its end
+marker, and whether it carries role passwords (a backup must not).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pgdr.artifact import DatabaseContents, TableCount
+
+END_MARKER = b"PostgreSQL database cluster dump complete"
+PASSWORD_CLAUSE = re.compile(rb"^(CREATE|ALTER) ROLE .* PASSWORD ", re.MULTILINE)
+COPY_END = b"\\.\n"
+
+
+def parse_identifier_list(text: str) -> list[str]:
+    """'public."ta ble (x"' -> ['public', 'ta ble (x']: a dotted name of quoted or plain identifiers."""
+    names: list[str] = []
+    position = 0
+    while position < len(text):
+        if text[position] == '"':
+            end = position + 1
+            name = ""
+            while end < len(text):
+                if text[end] == '"':
+                    if text[end + 1 : end + 2] == '"':
+                        name += '"'
+                        end += 2
+                        continue
+                    break
+                name += text[end]
+                end += 1
+            names.append(name)
+            position = end + 1
+        else:
+            match = re.match(r"[^.\s(]+", text[position:])
+            if not match:
+                break
+            names.append(match.group(0))
+            position += match.end()
+        if text[position : position + 1] != ".":
+            break
+        position += 1
+    return names
+
+
+def parse_copy_table(line: str) -> tuple[str, str]:
+    """'COPY public.t (a, b) FROM stdin;' -> ('public', 't')."""
+    names = parse_identifier_list(line[len("COPY ") :])
+    if len(names) == 1:
+        return "public", names[0]
+    return names[-2], names[-1]
+
+
+def parse_connect_database(line: str) -> str:
+    r"""'\connect demo' -> 'demo'; '\connect -reuse-previous=on "dbname=''we ird''"' -> 'we ird'."""
+    argument = line[len("\\connect ") :].strip()
+    if argument.startswith("-reuse-previous=on "):
+        argument = argument[len("-reuse-previous=on ") :].strip()
+    if argument.startswith('"') and argument.endswith('"'):
+        argument = argument[1:-1].replace('""', '"')
+    if argument.startswith("dbname="):
+        value = argument[len("dbname=") :]
+        if value.startswith("'") and value.endswith("'"):
+            value = value[1:-1]
+        return value.replace("\\'", "'").replace("\\\\", "\\")
+    return argument
+
+
+@dataclass
+class DumpScanner:
+    """Feed it the uncompressed dump chunk by chunk; read `databases` and `complete` at the end."""
+
+    tables: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    has_password: bool = False
+    _database: str = ""
+    _table: tuple[str, str] | None = None
+    _carry: bytes = b""
+    _tail: bytes = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self._tail = (self._tail + chunk)[-256:]
+        buffer = self._carry + chunk
+        position = 0
+        while position < len(buffer):
+            if self._table is not None:
+                position = self._scan_copy(buffer, position)
+                if position < 0:
+                    return
+            else:
+                newline = buffer.find(b"\n", position)
+                if newline < 0:
+                    self._carry = buffer[position:]
+                    return
+                self._scan_line(buffer[position:newline])
+                position = newline + 1
+        self._carry = b""
+
+    def _scan_copy(self, buffer: bytes, position: int) -> int:
+        """Count COPY rows from position; return where normal lines resume, or -1 when the buffer ran out."""
+        assert self._table is not None
+        if buffer.startswith(COPY_END, position):
+            self._table = None
+            return position + len(COPY_END)
+        end = buffer.find(b"\n" + COPY_END, position)
+        if end >= 0:
+            self._count(buffer.count(b"\n", position, end + 1))
+            self._table = None
+            return end + 1 + len(COPY_END)
+        last_newline = buffer.rfind(b"\n", position)
+        if last_newline < 0:
+            self._carry = buffer[position:]
+            return -1
+        self._count(buffer.count(b"\n", position, last_newline + 1))
+        self._carry = buffer[last_newline + 1 :]
+        return -1
+
+    def _count(self, rows: int) -> None:
+        assert self._table is not None
+        counts = self.tables.setdefault(self._database, {})
+        counts[self._table] = counts.get(self._table, 0) + rows
+
+    def _scan_line(self, line_bytes: bytes) -> None:
+        if line_bytes.startswith(b"COPY ") and line_bytes.endswith(b"FROM stdin;"):
+            self._table = parse_copy_table(line_bytes.decode("utf-8", "replace"))
+            self.tables.setdefault(self._database, {}).setdefault(self._table, 0)
+        elif line_bytes.startswith(b"\\connect "):
+            self._database = parse_connect_database(line_bytes.decode("utf-8", "replace"))
+            self.tables.setdefault(self._database, {})
+        elif (line_bytes.startswith(b"CREATE ROLE ") or line_bytes.startswith(b"ALTER ROLE ")) and (
+            b" PASSWORD " in line_bytes
+        ):
+            self.has_password = True
+
+    @property
+    def complete(self) -> bool:
+        return END_MARKER in self._tail
+
+    def databases(self) -> list[DatabaseContents]:
+        return [
+            DatabaseContents(
+                name=name,
+                tables=[TableCount(schema=schema, table=table, rows=rows) for (schema, table), rows in sorted(counts.items())],
+            )
+            for name, counts in sorted(self.tables.items())
+            if name
+        ]

@@ -1,0 +1,1 @@
+"""PostgreSQL: binaries, the managed cluster, connections and SQL builders."""

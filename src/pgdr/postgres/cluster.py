@@ -1,0 +1,278 @@
+"""The managed local cluster (initdb, start, stop, remove) and external servers (up/down commands).
+
+As root, PostgreSQL refuses to run: the managed cluster then runs as an unprivileged OS user (postgres.os_user),
+its data directory owned by that user. TCP and socket logins use scram-sha-256, so `verify` proves passwords.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgdr.config import PostgresSettings
+from pgdr.errors import ClusterError, ServerUnreachable, StageFailed
+from pgdr.postgres.binaries import Toolset, find_toolset
+from pgdr.postgres.connect import Endpoint, is_reachable
+from pgdr.run import RunAs, child_environment, run
+
+SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
+MAX_SOCKET_PATH = 100
+CONFIG_INCLUDE = "include_if_exists = 'pgdr.conf'"
+
+
+def server_settings_text(settings: dict[str, object]) -> str:
+    """postgresql.conf lines; strings quoted, booleans on/off."""
+    lines = ["# Written by pgdr on every `pgdr up`; edit [postgres] settings in pgdr.toml instead."]
+    for name, value in settings.items():
+        if isinstance(value, bool):
+            text = "on" if value else "off"
+        elif isinstance(value, int | float):
+            text = str(value)
+        else:
+            text = "'" + str(value).replace("'", "''") + "'"
+        lines.append(f"{name} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def socket_dir_for(state_dir: Path, port: int) -> Path:
+    """A socket folder pgdr owns; under /tmp when the path would be too long for a unix socket."""
+    preferred = state_dir / "run"
+    if len(str(preferred / f".s.PGSQL.{port}")) <= MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"pgdr-{digest}"
+
+
+def unreachable_ancestor(path: Path, run_as: RunAs) -> Path | None:
+    """The first existing ancestor that run_as cannot traverse, if any."""
+    for ancestor in reversed(path.parents):
+        if not ancestor.exists():
+            break
+        info = ancestor.stat()
+        if info.st_mode & stat.S_IXOTH:
+            continue
+        if info.st_uid == run_as.uid and info.st_mode & stat.S_IXUSR:
+            continue
+        if info.st_gid == run_as.gid and info.st_mode & stat.S_IXGRP:
+            continue
+        return ancestor
+    return None
+
+
+def current_run_as(os_user: str) -> RunAs | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return RunAs.lookup(os_user)
+    except KeyError:
+        raise ClusterError(
+            f"running as root, and PostgreSQL refuses root, but OS user {os_user!r} does not exist",
+            f"create it (useradd --system {os_user}) or set postgres.os_user to an unprivileged user",
+        ) from None
+
+
+@dataclass
+class LocalCluster:
+    """A cluster in data_dir that pgdr creates, starts, stops and removes itself."""
+
+    settings: PostgresSettings
+    state_dir: Path
+    toolset: Toolset | None = None
+    run_as: RunAs | None = field(default=None)
+    log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.run_as = self.run_as or current_run_as(self.settings.os_user)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def socket_dir(self) -> Path:
+        return socket_dir_for(self.state_dir, self.settings.port)
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "postgres.log"
+
+    def tools(self) -> Toolset:
+        if self.toolset is None:
+            self.toolset = find_toolset(self.settings.bin_dir, SERVER_BINARIES)
+        return self.toolset
+
+    def exists(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def major_version(self) -> int | None:
+        version_file = self.data_dir / "PG_VERSION"
+        return int(version_file.read_text().strip()) if version_file.exists() else None
+
+    def _server_toolset(self) -> Toolset:
+        """The binaries matching the data directory's major version, when it exists."""
+        major = self.major_version()
+        toolset = self.tools()
+        if major is not None and toolset.major != major:
+            toolset = find_toolset(self.settings.bin_dir, SERVER_BINARIES, minimum_major=major)
+            if toolset.major != major:
+                raise ClusterError(
+                    f"{self.data_dir} is a PostgreSQL {major} cluster but only version {toolset.major} binaries "
+                    "were found",
+                    f"install PostgreSQL {major} or set postgres.bin_dir",
+                )
+            self.toolset = toolset
+        return toolset
+
+    def _own(self, path: Path, mode: int) -> None:
+        os.chmod(path, mode)
+        if self.run_as is not None:
+            os.chown(path, self.run_as.uid, self.run_as.gid)
+
+    def _prepare_folders(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_as is not None:
+            blocked = unreachable_ancestor(self.data_dir, self.run_as)
+            if blocked is not None:
+                raise ClusterError(
+                    f"OS user {self.run_as.name} cannot reach {self.data_dir} ({blocked} is not traversable)",
+                    f"pick a postgres.data_dir outside {blocked} (e.g. /var/lib/pgdr/pgdata) or chmod o+x {blocked}",
+                )
+        for folder in (self.data_dir, self.socket_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            self._own(folder, 0o700)
+        self.log_file.touch(exist_ok=True)
+        self._own(self.log_file, 0o600)
+
+    def initialise(self, password: str) -> None:
+        """initdb with the superuser's password (from a 0600 file, never argv) and scram-sha-256 logins."""
+        if self.exists():
+            return
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise ClusterError(
+                f"{self.data_dir} is not empty but holds no PostgreSQL cluster",
+                "move its contents away or point postgres.data_dir elsewhere",
+            )
+        self._prepare_folders()
+        if self.run_as is not None:
+            self.log(f"Running PostgreSQL as OS user {self.run_as.name} (PostgreSQL refuses to run as root)")
+        descriptor, password_file = tempfile.mkstemp(prefix="pgdr-pw-")
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(password + "\n")
+            if self.run_as is not None:
+                os.chown(password_file, self.run_as.uid, self.run_as.gid)
+            argv = [
+                self.tools().path("initdb"), "--pgdata", str(self.data_dir), "--username", self.settings.superuser,
+                "--pwfile", password_file, "--auth-local", "scram-sha-256", "--auth-host", "scram-sha-256",
+                "--encoding", "UTF8", "--locale", "C",
+            ]
+            if str(self.settings.settings.get("fsync", "on")).lower() in ("off", "false", "0"):
+                argv.append("--no-sync")
+            run(argv, stage="initdb", run_as=self.run_as, environment=self._environment(), timeout=300,
+                hint="check the data directory's permissions and free disk space")
+        finally:
+            Path(password_file).unlink(missing_ok=True)
+        self._enable_config_include()
+
+    def _environment(self) -> dict[str, str]:
+        extra = {"LC_ALL": "C"}
+        if self.run_as is not None:
+            extra["HOME"] = self.run_as.home
+        return child_environment(extra)
+
+    def _enable_config_include(self) -> None:
+        config = self.data_dir / "postgresql.conf"
+        text = config.read_text()
+        if CONFIG_INCLUDE not in text:
+            config.write_text(text + "\n" + CONFIG_INCLUDE + "\n")
+
+    def write_server_settings(self) -> None:
+        values: dict[str, object] = {
+            "listen_addresses": self.settings.host,
+            "port": self.settings.port,
+            "unix_socket_directories": str(self.socket_dir),
+            "password_encryption": "scram-sha-256",
+        }
+        values.update(self.settings.settings)
+        target = self.data_dir / "pgdr.conf"
+        target.write_text(server_settings_text(values))
+        self._own(target, 0o600)
+
+    def is_running(self) -> bool:
+        if not self.exists():
+            return False
+        completed = run([self._server_toolset().path("pg_ctl"), "status", "-D", str(self.data_dir)],
+                        stage="pg_ctl status", run_as=self.run_as, environment=self._environment(), check=False)
+        return completed.returncode == 0
+
+    def start(self) -> None:
+        self._prepare_folders()
+        self.write_server_settings()
+        argv = [self._server_toolset().path("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
+                "-w", "-t", "120"]
+        try:
+            run(argv, stage="pg_ctl start", run_as=self.run_as, environment=self._environment(), timeout=180)
+        except StageFailed as failure:
+            raise ClusterError(
+                f"PostgreSQL did not start: {self.log_tail()}",
+                f"see {self.log_file}; is port {self.settings.port} already in use? (`pgdr status`)",
+            ) from failure
+
+    def stop(self) -> None:
+        if not self.is_running():
+            return
+        run([self._server_toolset().path("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "120"],
+            stage="pg_ctl stop", run_as=self.run_as, environment=self._environment(), timeout=180)
+
+    def remove(self) -> None:
+        self.stop()
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 3) -> str:
+        if not self.log_file.exists():
+            return "no server log"
+        tail = self.log_file.read_text(errors="replace").strip().splitlines()[-lines:]
+        return " | ".join(tail) or "server log is empty"
+
+
+@dataclass
+class ExternalServer:
+    """A server pgdr does not manage; optional up/down commands (e.g. docker compose)."""
+
+    settings: PostgresSettings
+    cwd: Path
+
+    def _run_command(self, command: str, stage: str) -> None:
+        run(shlex.split(command), stage=stage, cwd=str(self.cwd), timeout=900,
+            hint=f"check postgres.{stage.split()[0]} in pgdr.toml")
+
+    def start(self) -> None:
+        if self.settings.up_command:
+            self._run_command(self.settings.up_command, "up_command")
+
+    def stop(self) -> None:
+        if self.settings.down_command:
+            self._run_command(self.settings.down_command, "down_command")
+
+
+def wait_until_reachable(endpoint: Endpoint, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if is_reachable(endpoint):
+            return
+        if time.monotonic() > deadline:
+            raise ServerUnreachable(
+                f"server at {endpoint.host}:{endpoint.port} not reachable after {timeout:.0f}s",
+                "check `pgdr status` and the server's log",
+            )
+        time.sleep(0.5)

@@ -1,0 +1,194 @@
+"""The one place that starts processes.
+
+Commands are argv lists (never a shell). Every stage's exit status is checked; a failing stage is reported with
+the tail of its stderr (redacted). Children get an environment without pgdr's secrets unless they need one.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+from pgdr.errors import StageFailed
+from pgdr.redact import redact
+
+CHUNK_SIZE = 1024 * 1024
+STDERR_TAIL_BYTES = 4000
+SECRET_ENVIRONMENT = {"PGPASSWORD", "PGPASSFILE", "DATABASE_URL"}
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An unprivileged OS user for processes PostgreSQL refuses to run as root (initdb, postgres)."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    @classmethod
+    def lookup(cls, name: str) -> RunAs:
+        entry = pwd.getpwnam(name)
+        return cls(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
+_secret_names: set[str] = set()
+
+
+def register_secret_name(name: str) -> None:
+    """Environment variables with these names are removed from every child that does not ask for them."""
+    _secret_names.add(name)
+
+
+def child_environment(extra: Mapping[str, str] | None = None, keep_secrets: bool = False) -> dict[str, str]:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if keep_secrets or (name not in SECRET_ENVIRONMENT and name not in _secret_names)
+    }
+    environment.update(extra or {})
+    return environment
+
+
+def describe(argv: Sequence[str]) -> str:
+    return redact(" ".join(argv))
+
+
+def _tail(data: bytes) -> str:
+    return redact(data[-STDERR_TAIL_BYTES:].decode("utf-8", "replace").strip())
+
+
+def _user_options(run_as: RunAs | None) -> dict[str, object]:
+    if run_as is None or os.geteuid() != 0:
+        return {}
+    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    stage: str,
+    environment: Mapping[str, str] | None = None,
+    run_as: RunAs | None = None,
+    input_data: bytes | None = None,
+    timeout: float | None = None,
+    cwd: str | None = None,
+    check: bool = True,
+    hint: str = "",
+) -> subprocess.CompletedProcess[bytes]:
+    """Run one command to completion, capturing its output; raise StageFailed when it fails."""
+    try:
+        completed = subprocess.run(  # noqa: S603 - argv list, no shell
+            list(argv),
+            input=input_data,
+            capture_output=True,
+            env=dict(environment) if environment is not None else child_environment(),
+            timeout=timeout,
+            cwd=cwd,
+            check=False,
+            **_user_options(run_as),  # type: ignore[arg-type]
+        )
+    except FileNotFoundError:
+        raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint or "install PostgreSQL client tools") from None
+    except subprocess.TimeoutExpired:
+        raise StageFailed(stage, f"timed out after {timeout:.0f}s: {describe(argv)}", hint=hint) from None
+    if check and completed.returncode != 0:
+        raise StageFailed(stage, _exit_message(completed.returncode, completed.stderr or completed.stdout), hint=hint)
+    return completed
+
+
+def _exit_message(returncode: int, stderr: bytes) -> str:
+    if returncode < 0:
+        status = f"killed by signal {signal.Signals(-returncode).name}"
+    else:
+        status = f"exit status {returncode}"
+    tail = _tail(stderr)
+    return f"{status}: {tail.splitlines()[-1]}" if tail else status
+
+
+class Stream:
+    """A running process whose stdout or stdin pgdr streams; stderr goes to an unnamed temp file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], stderr_file: IO[bytes], stage: str, hint: str) -> None:
+        self.process = process
+        self.stage = stage
+        self.hint = hint
+        self._stderr_file = stderr_file
+
+    def stderr_text(self) -> str:
+        self._stderr_file.seek(0, os.SEEK_END)
+        size = self._stderr_file.tell()
+        self._stderr_file.seek(max(0, size - STDERR_TAIL_BYTES))
+        return _tail(self._stderr_file.read())
+
+    def read(self, size: int = CHUNK_SIZE) -> bytes:
+        assert self.process.stdout is not None
+        return self.process.stdout.read1(size)  # type: ignore[attr-defined]
+
+    def write(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(data)
+        except BrokenPipeError:
+            self.wait_and_check()
+            raise StageFailed(self.stage, "stopped reading its input", self.stderr_text(), self.hint) from None
+
+    def close_input(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def wait_and_check(self) -> None:
+        self.close_input()
+        returncode = self.process.wait()
+        if returncode != 0:
+            stderr = self.stderr_text()
+            raise StageFailed(self.stage, _exit_message(returncode, stderr.encode()), stderr, self.hint)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.close_input()
+        self.process.wait()
+
+
+@contextmanager
+def stream(
+    argv: Sequence[str],
+    *,
+    stage: str,
+    direction: str,
+    environment: Mapping[str, str] | None = None,
+    hint: str = "",
+) -> Iterator[Stream]:
+    """Start argv with its stdout ('read') or stdin ('write') connected to pgdr.
+
+    On normal exit the process must end with status 0, else StageFailed; on any exception it is killed.
+    """
+    with tempfile.TemporaryFile() as stderr_file:
+        try:
+            process = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                list(argv),
+                stdin=subprocess.PIPE if direction == "write" else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if direction == "read" else stderr_file,
+                stderr=stderr_file,
+                env=dict(environment) if environment is not None else child_environment(),
+            )
+        except FileNotFoundError:
+            raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint) from None
+        running = Stream(process, stderr_file, stage, hint)
+        try:
+            yield running
+        except BaseException:
+            running.kill()
+            raise
+        running.wait_and_check()

@@ -1,0 +1,123 @@
+"""Backups in a local folder. Uploads go to a hidden temporary file renamed into place on commit."""
+
+from __future__ import annotations
+
+import errno
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from pgdr.errors import StorageError, UsageError
+from pgdr.storage import StoredObject
+
+PARTIAL_MARKER = ".partial-"
+
+
+def _disk_error(error: OSError, path: Path) -> StorageError:
+    if error.errno == errno.ENOSPC:
+        return StorageError(f"disk full while writing {path}", f"free space in {path.parent} or move backup.dir")
+    if error.errno == errno.EFBIG:
+        return StorageError(f"file size limit reached while writing {path}", "raise the file size limit (ulimit -f)")
+    return StorageError(f"cannot write {path}: {error.strerror}", f"check permissions and space of {path.parent}")
+
+
+class LocalUpload:
+    def __init__(self, final_path: Path) -> None:
+        self.final_path = final_path
+        self.partial_path = final_path.with_name(f".{final_path.name}{PARTIAL_MARKER}{os.getpid()}")
+        try:
+            final_path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            raise _disk_error(error, final_path) from None
+        self._file: BinaryIO | None = os.fdopen(descriptor, "wb")
+
+    def write(self, data: bytes) -> None:
+        assert self._file is not None
+        try:
+            self._file.write(data)
+        except OSError as error:
+            raise _disk_error(error, self.final_path) from None
+
+    def commit(self) -> None:
+        assert self._file is not None
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self.partial_path, self.final_path)
+            directory = os.open(self.final_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as error:
+            self.abort()
+            raise _disk_error(error, self.final_path) from None
+
+    def abort(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        self.partial_path.unlink(missing_ok=True)
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def path_of(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise UsageError(f"key escapes the backup dir: {key!r}", "use a key shown by `pgdr list`")
+        return path
+
+    def open_upload(self, key: str) -> LocalUpload:
+        return LocalUpload(self.path_of(key))
+
+    def open_download(self, key: str) -> BinaryIO:
+        try:
+            return open(self.path_of(key), "rb")  # noqa: SIM115 - caller closes
+        except FileNotFoundError:
+            raise StorageError(f"backup {key} not found in {self.root}", "see `pgdr list` for the keys") from None
+
+    def list(self) -> list[StoredObject]:
+        if not self.root.exists():
+            return []
+        objects = []
+        for path in self.root.rglob("*"):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            info = path.stat()
+            key = path.relative_to(self.root).as_posix()
+            objects.append(StoredObject(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC)))
+        return sorted(objects, key=lambda item: item.key)
+
+    def delete(self, key: str) -> None:
+        self.path_of(key).unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        upload = self.open_upload(key)
+        try:
+            upload.write(data)
+            upload.commit()
+        except BaseException:
+            upload.abort()
+            raise
+
+    def get_bytes(self, key: str) -> bytes | None:
+        path = self.path_of(key)
+        return path.read_bytes() if path.exists() else None
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path_of(key)

@@ -1,0 +1,5 @@
+"""`python -m pgdr` runs the CLI."""
+
+from pgdr.cli import main
+
+main()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pgdr.postgres.binaries import find_toolset
+from pgdr.postgres.binaries import find_toolset, relocated_embedded
 
 SUPERUSER_PASSWORD = "Sup3r-secret-for-tests"
 USER_PASSWORD = "Rw-Passw0rd-for-tests"
@@ -90,10 +90,17 @@ class TestServer:
                                password=password or self.password, autocommit=True)
 
 
-def start_test_server(root: Path) -> TestServer:
+def server_bin_dir() -> Path:
+    """initdb/pg_ctl/postgres the `postgres` OS user can run (the embedded wheel is copied out of /root)."""
     toolset = find_toolset("", ("initdb", "pg_ctl", "postgres"))
-    assert toolset.folder is not None or shutil.which("initdb")
-    bin_dir = toolset.folder or Path(shutil.which("initdb")).resolve().parent  # type: ignore[arg-type]
+    if os.geteuid() == 0:
+        toolset = relocated_embedded(toolset, lambda path: os.access(path, os.X_OK) and
+                                     all(parent.stat().st_mode & 0o001 for parent in path.parents))
+    return toolset.folder or Path(toolset.path("initdb")).resolve().parent
+
+
+def start_test_server(root: Path) -> TestServer:
+    bin_dir = server_bin_dir()
     server_root = root / "server"
     server_root.mkdir()
     chown_to_postgres(server_root)
@@ -218,8 +225,7 @@ def project(workdir: Path) -> Iterator[Project]:
     yield created
     data_dir = root / ".pgdr" / "pgdata"
     if (data_dir / "PG_VERSION").exists():
-        toolset = find_toolset("", ("pg_ctl",))
-        subprocess.run([toolset.path("pg_ctl"), "-D", str(data_dir), "stop", "-m", "immediate", "-w"],
+        subprocess.run([str(server_bin_dir() / "pg_ctl"), "-D", str(data_dir), "stop", "-m", "immediate", "-w"],
                        capture_output=True, check=False, **run_as_postgres_kwargs())  # type: ignore[arg-type]
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.table import Table
 
@@ -35,6 +35,8 @@ app.add_typer(clean_app, name="clean")
 app.add_typer(secrets_app, name="secrets")
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Confirm destructive actions without a prompt.")]
+ProductionOption = Annotated[bool, typer.Option(
+    "--i-mean-production", help="With --yes: confirm a destructive action on a production cluster (automation).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 SourceOption = Annotated[str, typer.Option("--from", help="Where the backups are: local or s3.")]
 
@@ -43,6 +45,7 @@ SourceOption = Annotated[str, typer.Option("--from", help="Where the backups are
 class GlobalOptions:
     config: Path | None
     quiet: bool
+    wait: float = 0.0
 
 
 def _version(value: bool) -> None:
@@ -57,16 +60,20 @@ def global_options(
     config: Annotated[Path | None, typer.Option("--config", "-c", envvar="PGDR_CONFIG",
                                                 help="Config file (default ./pgdr.toml).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and warnings.")] = False,
+    wait: Annotated[float, typer.Option("--wait", metavar="SECONDS",
+                                        help="Wait this long for another pgdr on the same cluster to finish.")] = 0.0,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version.")] = False,
 ) -> None:
-    ctx.obj = GlobalOptions(config, quiet)
+    ctx.obj = GlobalOptions(config, quiet, wait)
 
 
-def make_context(ctx: typer.Context, yes: bool = False, json_mode: bool = False) -> Context:
+def make_context(ctx: typer.Context, yes: bool = False, json_mode: bool = False, production: bool = False
+                 ) -> Context:
     options: GlobalOptions = ctx.find_root().obj
     output = Output(quiet=options.quiet, json_mode=json_mode)
-    return Context(load_settings(options.config), output, assume_yes=yes)
+    return Context(load_settings(options.config), output, assume_yes=yes, lock_wait=options.wait,
+                   i_mean_production=production)
 
 
 def print_json(data: object) -> None:
@@ -163,11 +170,11 @@ def list_command(ctx: typer.Context, source: SourceOption = "local", as_json: Js
 @restore_app.command("latest")
 def restore_latest(ctx: typer.Context, source: SourceOption = "local", clean: Annotated[bool, typer.Option(
         "--clean", help="Take a safety backup, drop current databases and roles, then restore.")] = False,
-        yes: YesOption = False) -> None:
+        yes: YesOption = False, production: ProductionOption = False) -> None:
     """Restore the newest backup."""
     from pgdr.actions.restore import restore
 
-    restore(make_context(ctx, yes), source=source, clean=clean)
+    restore(make_context(ctx, yes, production=production), source=source, clean=clean)
 
 
 @restore_app.command("file")
@@ -175,11 +182,11 @@ def restore_file(ctx: typer.Context, key: Annotated[str | None, typer.Argument(
         help="Backup key, e.g. 20251116/postgres-all-20251116-095831.sql.gz")] = None,
         source: SourceOption = "local", clean: Annotated[bool, typer.Option(
         "--clean", help="Take a safety backup, drop current databases and roles, then restore.")] = False,
-        yes: YesOption = False) -> None:
+        yes: YesOption = False, production: ProductionOption = False) -> None:
     """Restore a named backup; without KEY, list the backups and ask (on a terminal)."""
     from pgdr.actions.restore import restore
 
-    context = make_context(ctx, yes)
+    context = make_context(ctx, yes, production=production)
     restore(context, source=source, key=key or _choose_key(context, source), clean=clean)
 
 
@@ -242,19 +249,19 @@ def verify(ctx: typer.Context, skip_row_counts: Annotated[bool, typer.Option(
 
 
 @clean_app.command("soft")
-def clean_soft(ctx: typer.Context, yes: YesOption = False) -> None:
+def clean_soft(ctx: typer.Context, yes: YesOption = False, production: ProductionOption = False) -> None:
     """Drop all user databases and roles except the bootstrap superuser; the server keeps running."""
     from pgdr.actions.clean import clean_soft as soft
 
-    soft(make_context(ctx, yes))
+    soft(make_context(ctx, yes, production=production))
 
 
 @clean_app.command("hard")
-def clean_hard(ctx: typer.Context, yes: YesOption = False) -> None:
+def clean_hard(ctx: typer.Context, yes: YesOption = False, production: ProductionOption = False) -> None:
     """Local: stop the server and delete its data directory. External: run down_command or refuse."""
     from pgdr.actions.clean import clean_hard as hard
 
-    hard(make_context(ctx, yes))
+    hard(make_context(ctx, yes, production=production))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -272,6 +279,55 @@ def psql(ctx: typer.Context) -> None:
 
 
 @app.command()
+def recover(ctx: typer.Context, source: SourceOption = "local",
+            key: Annotated[str | None, typer.Option("--file", help="Backup key; default: the newest.")] = None,
+            clean: Annotated[bool, typer.Option("--clean", help="Restore over existing data (safety backup first).")]
+            = False, yes: YesOption = False, production: ProductionOption = False, as_json: JsonOption = False
+            ) -> None:
+    """One-command recovery: up -> restore -> secrets -> init -> verify, timed (RTO). Safe to re-run."""
+    from pgdr.actions.recover import recover as run_recover
+
+    context = make_context(ctx, yes, json_mode=as_json, production=production)
+    report = run_recover(context, source=source, key=key, clean=clean)
+    if as_json:
+        print_json(report.as_json())
+
+
+@app.command()
+def drill(ctx: typer.Context, source: SourceOption = "local",
+          key: Annotated[str | None, typer.Option("--file", help="Backup key; default: the newest.")] = None,
+          history: Annotated[bool, typer.Option("--history", help="Show past drills instead of running one.")]
+          = False, as_json: JsonOption = False) -> None:
+    """Rehearse recovery in a scratch cluster (live data untouched), measure the RTO, record it."""
+    from pgdr.actions import recover as recovery
+
+    context = make_context(ctx, json_mode=as_json)
+    if history:
+        entries = recovery.drill_history(context, source)
+        if as_json:
+            print_json(entries)
+        else:
+            _print_drills(context.output, entries)
+        return
+    report = recovery.drill(context, source=source, key=key)
+    if as_json:
+        print_json(report.as_json())
+
+
+def _print_drills(output: Output, entries: list[dict[str, object]]) -> None:
+    table = Table("started (UTC)", "backup", "from", "RTO", "steps", "outcome")
+    for entry in entries:
+        steps = entry.get("steps") or {}
+        table.add_row(str(entry.get("started_at", ""))[:19], str(entry.get("key", "")), str(entry.get("source", "")),
+                      f"{float(entry.get('rto_seconds', 0) or 0):.1f}s",  # type: ignore[arg-type]
+                      ", ".join(f"{name} {seconds:.1f}s" for name, seconds in steps.items()),  # type: ignore[attr-defined]
+                      str(entry.get("outcome", "")) + (f": {entry['error']}" if entry.get("error") else ""))
+    output.table(table)
+    if not entries:
+        output.info("No drills recorded yet. Run `pgdr drill`.")
+
+
+@app.command()
 def demo(ctx: typer.Context) -> None:
     """Run the whole runbook on the config's local cluster: up, init, sample data, backup, destroy, recover."""
     from pgdr.actions.demo import run_demo
@@ -279,23 +335,29 @@ def demo(ctx: typer.Context) -> None:
     run_demo(make_context(ctx, yes=True))
 
 
+def _terminate(signal_number: int, frame: object) -> None:
+    """SIGTERM (systemd, docker stop, timeout) unwinds like Ctrl-C: temporary files and uploads are cleaned up."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     started = datetime.now(UTC)
+    signal.signal(signal.SIGTERM, _terminate)
     command = typer.main.get_command(app)
     try:
         result = command.main(standalone_mode=False, prog_name="pgdr")
         sys.exit(result if isinstance(result, int) else 0)
-    except click.exceptions.Exit as exit_request:
+    except typer.Exit as exit_request:
         sys.exit(exit_request.exit_code)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(ExitCode.CONFIG)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         Output().error(Interrupted("interrupted").message, "nothing half-written is kept; run the command again")
         sys.exit(ExitCode.INTERRUPTED)
     except PgdrError as error:
         Output().error(error.message, error.hint)
         sys.exit(error.exit_code)
+    except typer.TyperException as error:  # bad usage: unknown option, missing argument
+        error.show()  # type: ignore[attr-defined]
+        sys.exit(ExitCode.CONFIG)
     except Exception as error:  # noqa: BLE001 - last resort: one redacted line, traceback only on request
         if os.environ.get("PGDR_DEBUG"):
             raise

@@ -38,6 +38,20 @@ def parse_size(text: str | int) -> int:
     return int(number * multiplier)
 
 
+DURATION_PATTERN = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s?)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'10m' -> 600.0, '1h30m' -> 5400.0, '90s' or 90 -> 90.0."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = DURATION_PATTERN.match(text)
+    if not match or not text.strip() or not any(match.groups()):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
+    hours, minutes, seconds = (int(part) if part else 0 for part in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -141,7 +155,20 @@ class VerifySettings(Section):
     row_counts: bool = Field(True, description="compare row counts with the last restored backup's manifest")
 
 
+class RecoverySettings(Section):
+    rto_objective: float | None = Field(None, description="drill fails when recovery takes longer, e.g. '10m'")
+
+    @field_validator("rto_objective", mode="before")
+    @classmethod
+    def _parse_objective(cls, value: Any) -> float | None:
+        return None if value in (None, "") else parse_duration(value)
+
+
 class Settings(Section):
+    environment: Literal["development", "staging", "production"] = Field(
+        "development", description="production: destructive commands need the cluster name typed, or --i-mean-production"
+    )
+    name: str = Field("", description="cluster name typed to confirm destructive commands in production")
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
     backup: BackupSettings = Field(default_factory=BackupSettings)  # type: ignore[arg-type]
     s3: S3Settings = Field(default_factory=S3Settings)
@@ -149,6 +176,7 @@ class Settings(Section):
     databases: list[DatabaseSettings] = Field(default_factory=list)
     migrations: MigrationsSettings = Field(default_factory=MigrationsSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)  # type: ignore[arg-type]
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)  # type: ignore[arg-type]
     config_path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -165,6 +193,10 @@ class Settings(Section):
         if "ssm" in self.secrets.sources and not self.secrets.ssm_path:
             raise ValueError("secrets.sources has 'ssm' but secrets.ssm_path is empty")
         return self
+
+    @property
+    def cluster_name(self) -> str:
+        return self.name or f"{self.postgres.host}:{self.postgres.port}"
 
     def secret_names(self) -> list[str]:
         """Every secret the config names, superuser first, without repeats."""

@@ -20,6 +20,8 @@ class Context:
     output: Output = field(default_factory=Output)
     assume_yes: bool = False
     resolver: SecretResolver | None = None
+    lock_wait: float = 0.0
+    i_mean_production: bool = False
 
     def __post_init__(self) -> None:
         if self.resolver is None:
@@ -58,10 +60,28 @@ class Context:
         major, _ = self.server_version()
         return find_toolset(self.settings.postgres.bin_dir, required, minimum_major=major), major
 
-    def confirm_destructive(self, what: str, flag: str = "--yes") -> None:
-        """Ask on a terminal; refuse without one unless --yes was given."""
+    def confirm_destructive(self, what: str) -> None:
+        """Ask on a terminal; refuse without one unless --yes. Production also needs the cluster name typed,
+        or --yes --i-mean-production for automation."""
+        if self.settings.environment == "production":
+            self._confirm_production(what)
+            return
         if self.assume_yes:
             return
         if self.output.interactive and self.output.confirm(f"{what}. Continue?"):
             return
-        raise Refused(f"refusing to {what.lower()} without confirmation", f"re-run with {flag} to confirm")
+        raise Refused(f"refusing to {what[:1].lower() + what[1:]} without confirmation", "re-run with --yes to confirm")
+
+    def _confirm_production(self, what: str) -> None:
+        name = self.settings.cluster_name
+        if self.assume_yes and self.i_mean_production:
+            self.output.warn(f"PRODUCTION cluster {name}: {what} (confirmed by --yes --i-mean-production)")
+            return
+        if self.output.interactive:
+            typed = self.output.prompt(f"PRODUCTION cluster {name}: {what}. Type the cluster name to confirm: ")
+            if typed.strip() == name:
+                return
+        raise Refused(
+            f"refusing to {what[:1].lower() + what[1:]} on PRODUCTION cluster {name} without confirmation",
+            "type the cluster name at the prompt, or pass --yes --i-mean-production for automation",
+        )

@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     STORAGE = 11
     BINARIES = 12
     CLUSTER = 13
+    RTO_EXCEEDED = 14
     INTERRUPTED = 130
 
 
@@ -94,6 +95,12 @@ class BinariesError(PgdrError):
 
 class ClusterError(PgdrError):
     exit_code = ExitCode.CLUSTER
+
+
+class RtoExceeded(PgdrError):
+    """A drill recovered correctly but slower than recovery.rto_objective."""
+
+    exit_code = ExitCode.RTO_EXCEEDED
 
 
 class StageFailed(PgdrError):

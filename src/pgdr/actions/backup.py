@@ -17,6 +17,7 @@ from pgdr.compression import make_compressor
 from pgdr.context import Context
 from pgdr.dumpscan import DumpScanner
 from pgdr.errors import BackupFailed, StageFailed
+from pgdr.locking import locked
 from pgdr.postgres.binaries import version_of
 from pgdr.postgres.connect import client_environment
 from pgdr.run import stream
@@ -35,6 +36,7 @@ def dump_argv(pg_dumpall: str) -> list[str]:
     return [pg_dumpall, "--no-role-passwords", "--no-password", "--quote-all-identifiers"]
 
 
+@locked("backup")
 def backup(context: Context, targets: list[str] | None = None, safety: bool = False) -> BackupResult:
     settings = context.settings
     storages = [open_storage(settings, target) for target in (targets or settings.backup.targets)]

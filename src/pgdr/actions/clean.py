@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pgdr.context import Context
 from pgdr.errors import Refused
+from pgdr.locking import locked
 from pgdr.postgres import inventory, sql
 from pgdr.postgres.connect import session
 from pgdr.state import clear_restore_record
 
 
+@locked("clean soft")
 def clean_soft(context: Context, confirmed: bool = False) -> list[str]:
     superuser = context.settings.postgres.superuser
     endpoint = context.superuser_endpoint("template1")
@@ -39,6 +41,7 @@ def clean_soft(context: Context, confirmed: bool = False) -> list[str]:
     return databases
 
 
+@locked("clean hard")
 def clean_hard(context: Context) -> None:
     postgres = context.settings.postgres
     if context.is_local:

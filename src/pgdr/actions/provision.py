@@ -13,6 +13,7 @@ from pathlib import Path
 from pgdr.config import Settings
 from pgdr.context import Context
 from pgdr.errors import ConfigError, PgdrError, StageFailed
+from pgdr.locking import locked
 from pgdr.postgres import inventory, sql
 from pgdr.postgres.connect import client_environment, session
 from pgdr.postgres.sql import Statement
@@ -59,6 +60,7 @@ def execute(context: Context, statement: Statement) -> None:
         connection.execute(statement.sql)  # type: ignore[call-overload]
 
 
+@locked("init")
 def init(context: Context, dry_run: bool = False) -> list[Statement]:
     settings = context.settings
     passwords = {user.password: context.secrets.get(user.password)

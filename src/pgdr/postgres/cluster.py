@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pgdr.config import PostgresSettings
 from pgdr.errors import ClusterError, ServerUnreachable, StageFailed
-from pgdr.postgres.binaries import Toolset, find_toolset
+from pgdr.postgres.binaries import Toolset, find_toolset, relocated_embedded
 from pgdr.postgres.connect import Endpoint, is_reachable
 from pgdr.run import RunAs, child_environment, run
 
@@ -106,8 +106,18 @@ class LocalCluster:
 
     def tools(self) -> Toolset:
         if self.toolset is None:
-            self.toolset = find_toolset(self.settings.bin_dir, SERVER_BINARIES)
+            self.toolset = self._reachable(find_toolset(self.settings.bin_dir, SERVER_BINARIES))
         return self.toolset
+
+    def _reachable(self, toolset: Toolset) -> Toolset:
+        """As root, make sure the server user can run the binaries (copies the embedded wheel if needed)."""
+        run_as = self.run_as
+        if run_as is None:
+            return toolset
+        relocated = relocated_embedded(toolset, lambda path: unreachable_ancestor(path / "x", run_as) is None)
+        if relocated is not toolset:
+            self.log(f"Using embedded PostgreSQL {relocated.major} from {relocated.folder} (readable by {run_as.name})")
+        return relocated
 
     def exists(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -121,7 +131,7 @@ class LocalCluster:
         major = self.major_version()
         toolset = self.tools()
         if major is not None and toolset.major != major:
-            toolset = find_toolset(self.settings.bin_dir, SERVER_BINARIES, minimum_major=major)
+            toolset = self._reachable(find_toolset(self.settings.bin_dir, SERVER_BINARIES, minimum_major=major))
             if toolset.major != major:
                 raise ClusterError(
                     f"{self.data_dir} is a PostgreSQL {major} cluster but only version {toolset.major} binaries "

@@ -1,0 +1,203 @@
+"""pgdr recover and pgdr drill: the whole runbook as one command, and its unattended rehearsal.
+
+recover: up -> restore -> resolve secrets -> init -> verify on the configured server, each step timed. Safe to
+re-run after a failure: a restore that already completed for the chosen backup is not repeated, and live data is
+never restored over without --clean.
+
+drill: the same recovery into a scratch cluster (temporary folder, free port) that is removed afterwards; the
+live cluster, its data and its port are never touched. Each drill is recorded in a history file beside the
+backups (and in S3 when that is a target).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pgdr.actions import provision, restore, server, verify
+from pgdr.context import Context
+from pgdr.errors import PgdrError, RtoExceeded
+from pgdr.locking import locked
+from pgdr.secrets import SecretResolver, generate_password
+from pgdr.state import read_restore_record
+from pgdr.storage import open_storage
+
+DRILL_HISTORY = "drill-history.jsonl"
+DRILL_SUPERUSER_SECRET = "PGDR_DRILL_SUPERUSER_PASSWORD"
+
+
+@dataclass
+class RecoveryReport:
+    kind: str
+    source: str
+    key: str = ""
+    steps: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    outcome: str = "failed"
+    error: str = ""
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def rto_seconds(self) -> float:
+        return round(sum(self.steps.values()), 3)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "rto_seconds": self.rto_seconds}
+
+
+@contextmanager
+def timed(report: RecoveryReport, step: str, context: Context) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        report.steps[step] = round(time.monotonic() - started, 3)
+    context.output.info(f"   {step} done in {report.steps[step]:.1f}s")
+
+
+def chosen_key(context: Context, source: str, key: str | None) -> str:
+    return key or restore.select_backup(context, source, None)[1].key.key
+
+
+def already_restored(context: Context, key: str) -> bool:
+    record = read_restore_record(context.settings.state_dir)
+    return bool(record and record.get("key") == key and record.get("status") == "complete")
+
+
+def run_recovery(context: Context, report: RecoveryReport, key: str | None, clean: bool) -> None:
+    """The runbook in order; each step is timed into report.steps."""
+    with timed(report, "up", context):
+        server.up(context)
+    report.key = chosen_key(context, report.source, key)
+    if already_restored(context, report.key) and not clean:
+        context.output.success(f"{report.key} was already restored here: not restoring it twice")
+        report.skipped.append("restore")
+    else:
+        with timed(report, "restore", context):
+            restore.restore(context, source=report.source, key=report.key, clean=clean,
+                            command=f"pgdr {report.kind} --yes")
+    with timed(report, "secrets", context):
+        for name in context.settings.secret_names():
+            context.secrets.get(name)
+    with timed(report, "init", context):
+        provision.init(context)
+    with timed(report, "verify", context):
+        verify.verify(context)
+
+
+@locked("recover")
+def recover(context: Context, source: str = "local", key: str | None = None, clean: bool = False) -> RecoveryReport:
+    report = RecoveryReport("recover", source)
+    try:
+        run_recovery(context, report, key, clean)
+    except PgdrError as error:
+        report.error = error.message
+        summarize(context, report)
+        raise
+    report.outcome = "ok"
+    summarize(context, report)
+    return report
+
+
+def summarize(context: Context, report: RecoveryReport) -> None:
+    steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in report.steps.items())
+    if report.outcome == "ok":
+        context.output.success(f"Recovered {report.key or '(no backup)'}: RTO {report.rto_seconds:.1f}s ({steps})")
+    else:
+        context.output.warn(f"{report.kind} failed after {report.rto_seconds:.1f}s ({steps}): {report.error}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def scratch_context(context: Context, folder: Path) -> Context:
+    """A context for a throw-away local cluster in folder: own port, data dir, state; same backups and secrets."""
+    settings = context.settings.model_copy(deep=True)
+    settings.postgres.mode = "local"
+    settings.postgres.host = "127.0.0.1"
+    settings.postgres.port = free_port()
+    settings.postgres.data_dir = folder / "pgdata"
+    settings.postgres.password = DRILL_SUPERUSER_SECRET
+    settings.config_path = context.settings.config_path
+    resolver = SecretResolver(context.secrets.sources)
+    resolver.remember(DRILL_SUPERUSER_SECRET, generate_password(), "generated for the drill")
+    return Context(settings, context.output, assume_yes=True, resolver=resolver)
+
+
+def scratch_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="pgdr-drill-"))
+    folder.chmod(0o755)  # the unprivileged server user must reach the data dir inside
+    return folder
+
+
+def drill(context: Context, source: str = "local", key: str | None = None) -> RecoveryReport:
+    report = RecoveryReport("drill", source)
+    folder = scratch_folder()
+    scratch = scratch_context(context, folder)
+    context.output.step(f"Drill: recovering into a scratch cluster on port {scratch.settings.postgres.port} ({folder})")
+    try:
+        run_recovery(scratch, report, key, clean=False)
+        report.outcome = "ok"
+        check_objective(context, report)
+    except PgdrError as error:
+        report.outcome = "rto_exceeded" if isinstance(error, RtoExceeded) else "failed"
+        report.error = error.message
+        raise
+    finally:
+        remove_scratch(scratch, folder)
+        record_drill(context, report)
+        summarize(context, report)
+    return report
+
+
+def check_objective(context: Context, report: RecoveryReport) -> None:
+    objective = context.settings.recovery.rto_objective
+    if objective is not None and report.rto_seconds > objective:
+        raise RtoExceeded(
+            f"recovery worked but took {report.rto_seconds:.1f}s, over the RTO objective of {objective:.0f}s",
+            "speed up recovery (split format, faster disk) or revise recovery.rto_objective",
+        )
+
+
+def remove_scratch(scratch: Context, folder: Path) -> None:
+    try:
+        scratch.cluster.remove()
+    except PgdrError as error:
+        scratch.output.warn(f"could not stop the scratch cluster: {error.message}")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def record_drill(context: Context, report: RecoveryReport) -> None:
+    """Append the drill to the history in every backup target; failures to record are reported, not raised."""
+    line = json.dumps(report.as_json()) + "\n"
+    for target in context.settings.backup.targets:
+        try:
+            storage = open_storage(context.settings, target)
+            existing = storage.get_bytes(DRILL_HISTORY) or b""
+            storage.put_bytes(DRILL_HISTORY, existing + line.encode())
+        except PgdrError as error:
+            context.output.warn(f"drill not recorded in {target}: {error.message}")
+
+
+def drill_history(context: Context, source: str = "local") -> list[dict[str, Any]]:
+    data = open_storage(context.settings, source).get_bytes(DRILL_HISTORY) or b""
+    entries = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+

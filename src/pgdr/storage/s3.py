@@ -1,0 +1,428 @@
+"""Backups in S3 or an S3-compatible store (MinIO, R2, B2, Ceph), keys relative to [s3] prefix.
+
+An upload streams as a multipart upload while the dump runs, holding one part in memory at a time; a stream
+smaller than one part becomes a single PutObject. Nothing is visible under the key until `commit`; `abort`
+calls AbortMultipartUpload so neither an object nor a dangling upload stays. Transient errors are retried
+(botocore's standard mode, then the whole part again) and every retry is reported.
+
+Credentials and endpoints come from boto3's standard chain and environment (AWS_PROFILE, AWS_ACCESS_KEY_ID,
+instance roles, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3); [s3] endpoint_url and region override when set.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO, TypeVar, cast
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from pgdr import __version__
+from pgdr.config import S3Settings
+from pgdr.errors import ConfigError, StorageError
+from pgdr.storage import StoredObject
+
+PART_SIZE = 8 * 1024 * 1024
+MAX_PART_SIZE = 5 * 1024**3
+PARTS_PER_SIZE_STEP = 1000
+MAX_ATTEMPTS = 5
+PART_ATTEMPTS = 3
+DOWNLOAD_RESUMES = 3
+THROTTLING_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                    "InternalError", "ServiceUnavailable", "RequestLimitExceeded"}
+CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                    "TokenRefreshRequired", "InvalidClientTokenId"}
+DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
+IAM_ACTIONS = {
+    "PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "ListObjectsV2": "s3:ListBucket",
+    "HeadBucket": "s3:ListBucket", "DeleteObject": "s3:DeleteObject",
+}
+CREDENTIALS_HINT = ("set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                    "(or run where an instance or task role provides credentials)")
+
+Reporter = Callable[[str], None]
+T = TypeVar("T")
+
+
+def warn(message: str) -> None:
+    from pgdr.ui import Output
+
+    Output().warn(message)
+
+
+def part_size_for(part_number: int, base: int = PART_SIZE) -> int:
+    """8 MiB for parts 1-1000, doubling every 1000 parts, so S3's 10,000-part limit is far past 8 TB."""
+    return min(base * 2 ** ((part_number - 1) // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
+
+
+def normalize_prefix(prefix: str) -> str:
+    """'postgres' and '/postgres/' -> 'postgres/'; '' stays ''."""
+    prefix = prefix.lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def max_attempts() -> int:
+    """botocore's attempts per request: AWS_MAX_ATTEMPTS when set, else 5."""
+    value = os.environ.get("AWS_MAX_ATTEMPTS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_ATTEMPTS
+
+
+def is_transient(error: BaseException) -> bool:
+    """Resets, timeouts, 5xx and throttling: worth sending the same request again."""
+    if isinstance(error, HTTPClientError | ConnectionError):
+        return True
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or status == 429 or error.response.get("Error", {}).get("Code") in THROTTLING_CODES
+    return False
+
+
+def iam_hint(operation: str, bucket: str, sse: str) -> str:
+    action = IAM_ACTIONS.get(operation, f"s3:{operation}")
+    resource = f"arn:aws:s3:::{bucket}" if action == "s3:ListBucket" else f"arn:aws:s3:::{bucket}/<prefix>*"
+    kms = " and kms:GenerateDataKey/kms:Decrypt on the key" if sse == "aws:kms" else ""
+    return f"allow {action} on {resource}{kms} in the IAM policy (see docs/S3_AND_SSM.md)"
+
+
+def storage_error(error: Exception, bucket: str, what: str, sse: str = "") -> StorageError:
+    """One StorageError per failure class, each with its one-line fix."""
+    if isinstance(error, NoCredentialsError | PartialCredentialsError):
+        return StorageError(f"no AWS credentials found to {what}", CREDENTIALS_HINT)
+    if isinstance(error, ProfileNotFound):
+        return StorageError(f"cannot {what}: {error}", "fix AWS_PROFILE or add the profile to ~/.aws/config")
+    if isinstance(error, EndpointConnectionError):
+        return StorageError(f"cannot {what}: {error}",
+                            "check [s3] endpoint_url, AWS_ENDPOINT_URL(_S3), [s3] region and the network")
+    if not isinstance(error, ClientError):
+        return StorageError(f"cannot {what}: {error}", "check the network and [s3] settings, then try again")
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    operation = error.operation_name
+    if code == "NoSuchBucket" or (operation == "HeadBucket" and code in ("404", "NotFound")):
+        return StorageError(f"cannot {what}: S3 bucket {bucket!r} does not exist",
+                            "check [s3] bucket (and [s3] region / endpoint_url) in pgdr.toml")
+    if code in CREDENTIAL_CODES:
+        return StorageError(f"cannot {what}: the AWS credentials were rejected ({code})",
+                            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE (expired session?)")
+    if code in DENIED_CODES:
+        return StorageError(f"cannot {what}: access denied ({operation})", iam_hint(operation, bucket, sse))
+    if code.startswith("KMS."):
+        return StorageError(f"cannot {what}: KMS refused ({code})",
+                            "check [s3] kms_key_id and allow kms:GenerateDataKey and kms:Decrypt on it")
+    message = error.response.get("Error", {}).get("Message", "") or str(error)
+    return StorageError(f"cannot {what}: {operation} failed: {code} {message}".strip(),
+                        "check [s3] settings and the network, then try again")
+
+
+@contextmanager
+def translated(bucket: str, what: str, sse: str = "") -> Iterator[None]:
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        raise storage_error(error, bucket, what, sse) from None
+
+
+class RetryNotifier:
+    """Reports botocore's own retries: needs-retry shows why, request-created shows the attempt number."""
+
+    def __init__(self, report: Reporter, attempts: int) -> None:
+        self.report = report
+        self.attempts = attempts
+        self.reason = ""
+
+    def observe(self, response: Any = None, caught_exception: Any = None, **_: Any) -> None:
+        if caught_exception is not None:
+            self.reason = f"{type(caught_exception).__name__}: {caught_exception}"
+        elif response is not None and response[0].status_code >= 400:
+            code = response[1].get("Error", {}).get("Code", "")
+            self.reason = f"HTTP {response[0].status_code} {code}".strip()
+
+    def announce(self, request: Any = None, operation_name: str = "", **_: Any) -> None:
+        attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
+        if attempt > 1:
+            self.report(f"S3 {operation_name}: retrying (attempt {attempt} of {self.attempts}) after {self.reason}")
+
+
+def make_client(settings: S3Settings, report: Reporter) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    attempts = max_attempts()
+    mode = os.environ.get("AWS_RETRY_MODE", "") or "standard"
+    config = Config(retries={"mode": mode, "total_max_attempts": attempts},
+                    connect_timeout=10, read_timeout=120, user_agent_extra=f"pgdr/{__version__}")
+    with translated(settings.bucket, "create the S3 client"):
+        client = boto3.session.Session().client(
+            "s3", region_name=settings.region or None, endpoint_url=settings.endpoint_url or None, config=config
+        )
+    notifier = RetryNotifier(report, attempts)
+    client.meta.events.register("needs-retry.s3", notifier.observe)
+    client.meta.events.register("request-created.s3", notifier.announce)
+    return client
+
+
+class S3Upload:
+    """A multipart upload fed by write(); only the part being filled is held in memory."""
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.object_key = storage.object_key(key)
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._finished = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def _next_part_size(self) -> int:
+        return part_size_for(len(self._parts) + 1, self.storage.part_size)
+
+    def write(self, data: bytes) -> None:
+        assert not self._finished, "write after commit or abort"
+        self._buffer += data
+        while len(self._buffer) >= self._next_part_size():
+            size = self._next_part_size()
+            part = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            self._send_part(part)
+
+    def _send_part(self, data: bytes) -> None:
+        try:
+            if self._upload_id is None:
+                with translated(self.storage.bucket, f"start the upload of {self.key}", self.storage.sse):
+                    answer = self.storage.client.create_multipart_upload(
+                        Bucket=self.storage.bucket, Key=self.object_key, **self.storage.upload_arguments())
+                self._upload_id = str(answer["UploadId"])
+            number, upload_id, client = len(self._parts) + 1, self._upload_id, self.storage.client
+            answer = self.storage.retrying(f"upload part {number} of {self.key}", lambda: client.upload_part(
+                Bucket=self.storage.bucket, Key=self.object_key, UploadId=upload_id, PartNumber=number, Body=data))
+            self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> None:
+        assert not self._finished, "commit after commit or abort"
+        storage = self.storage
+        try:
+            if self._upload_id is None:
+                data = bytes(self._buffer)
+                storage.retrying(f"upload {self.key}", lambda: storage.client.put_object(
+                    Bucket=storage.bucket, Key=self.object_key, Body=data, **storage.upload_arguments()))
+            else:
+                if self._buffer:
+                    self._send_part(bytes(self._buffer))
+                with translated(storage.bucket, f"complete the upload of {self.key}", storage.sse):
+                    storage.client.complete_multipart_upload(
+                        Bucket=storage.bucket, Key=self.object_key, UploadId=self._upload_id,
+                        MultipartUpload={"Parts": self._parts})
+        except BaseException:
+            self.abort()
+            raise
+        self._finished = True
+        self._buffer = bytearray()
+
+    def abort(self) -> None:
+        """Never raises: it runs while another error is on its way to the user."""
+        self._buffer = bytearray()
+        if self._finished:
+            return
+        self._finished = True
+        if self._upload_id is None:
+            return
+        upload_id, self._upload_id = self._upload_id, None
+        try:
+            self.storage.client.abort_multipart_upload(
+                Bucket=self.storage.bucket, Key=self.object_key, UploadId=upload_id)
+        except (BotoCoreError, ClientError) as error:
+            self.storage.report(
+                f"could not abort the multipart upload of {self.storage.describe()}{self.key} ({error}); no object "
+                f"was created, but its parts are stored until `aws s3api abort-multipart-upload --bucket "
+                f"{self.storage.bucket} --key {self.object_key} --upload-id {upload_id}` or a lifecycle rule "
+                "(AbortIncompleteMultipartUpload) removes them")
+
+
+class S3Download(io.RawIOBase):
+    """A streaming GetObject body: read(n) until b''; a dropped connection resumes at the offset reached."""
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        super().__init__()
+        self.storage = storage
+        self.key = key
+        self.offset = 0
+        self.resumes = 0
+        answer = storage.get_object(key)
+        if answer is None:
+            raise StorageError(f"backup {key} not found in {storage.describe()}", "see `pgdr list --from s3`")
+        self._body = answer["Body"]
+        self._etag = str(answer.get("ETag", ""))
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        while True:
+            try:
+                data: bytes = self._body.read(None if size is None or size < 0 else size)
+            except BotoCoreError as error:
+                self._resume(error)
+                continue
+            self.offset += len(data)
+            return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _resume(self, error: BotoCoreError) -> None:
+        if self.resumes >= DOWNLOAD_RESUMES:
+            raise StorageError(f"download of {self.key} failed at byte {self.offset}: {error}",
+                               "check the network and run the command again") from None
+        self.resumes += 1
+        self.storage.report(f"S3 download of {self.key} interrupted at byte {self.offset} ({error}); resuming")
+        self._body.close()
+        answer = self.storage.get_object(self.key, Range=f"bytes={self.offset}-", IfMatch=self._etag)
+        if answer is None:
+            raise StorageError(f"backup {self.key} disappeared during the download", "see `pgdr list --from s3`")
+        self._body = answer["Body"]
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class S3Storage:
+    name = "s3"
+
+    def __init__(self, bucket: str, prefix: str, client: Any, storage_class: str = "", sse: str = "",
+                 kms_key_id: str = "", report: Reporter = warn, part_size: int = PART_SIZE) -> None:
+        self.bucket = bucket
+        self.prefix = normalize_prefix(prefix)
+        self.client = client
+        self.storage_class = storage_class
+        self.sse = sse
+        self.kms_key_id = kms_key_id
+        self.report = report
+        self.part_size = part_size
+        self._bucket_checked = False
+
+    @classmethod
+    def from_settings(cls, settings: S3Settings, report: Reporter = warn) -> S3Storage:
+        if not settings.bucket:
+            raise ConfigError("[s3] bucket is empty", 'set bucket = "my-backups" under [s3] in pgdr.toml')
+        client = make_client(settings, report)
+        return cls(settings.bucket, settings.prefix, client, settings.storage_class, settings.sse,
+                   settings.kms_key_id, report)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def object_key(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"not a storage key: {key!r}", "use a key shown by `pgdr list --from s3`")
+        return self.prefix + key
+
+    def upload_arguments(self) -> dict[str, str]:
+        arguments = {}
+        if self.storage_class:
+            arguments["StorageClass"] = self.storage_class
+        if self.sse:
+            arguments["ServerSideEncryption"] = self.sse
+        if self.sse == "aws:kms" and self.kms_key_id:
+            arguments["SSEKMSKeyId"] = self.kms_key_id
+        return arguments
+
+    def retrying(self, what: str, call: Callable[[], T]) -> T:
+        """botocore already retried each request; a transient failure after that sends it again, with backoff."""
+
+        def report(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            self.report(f"S3: {what} failed ({error}); trying again (attempt {state.attempt_number + 1} "
+                        f"of {PART_ATTEMPTS})")
+
+        with translated(self.bucket, what, self.sse):
+            for attempt in Retrying(stop=stop_after_attempt(PART_ATTEMPTS), wait=wait_exponential(min=1, max=20),
+                                    retry=retry_if_exception(is_transient), before_sleep=report, reraise=True):
+                with attempt:
+                    return call()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def check_bucket(self) -> None:
+        """Fail before a long dump when the bucket is missing or credentials are absent. A 403 is let through:
+        a least-privilege writer may lack s3:ListBucket and still be allowed to upload."""
+        if self._bucket_checked:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code", "")) not in DENIED_CODES:
+                raise storage_error(error, self.bucket, f"use {self.describe()}", self.sse) from None
+        except BotoCoreError as error:
+            raise storage_error(error, self.bucket, f"use {self.describe()}", self.sse) from None
+        self._bucket_checked = True
+
+    def open_upload(self, key: str) -> S3Upload:
+        self.check_bucket()
+        return S3Upload(self, key)
+
+    def get_object(self, key: str, **arguments: str) -> dict[str, Any] | None:
+        """GetObject's answer (streaming Body), or None when there is no such key."""
+        what = f"read {self.describe()}{key}"
+        try:
+            return cast(dict[str, Any], self.client.get_object(
+                Bucket=self.bucket, Key=self.object_key(key), **arguments))
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise storage_error(error, self.bucket, what, self.sse) from None
+        except BotoCoreError as error:
+            raise storage_error(error, self.bucket, what, self.sse) from None
+
+    def open_download(self, key: str) -> BinaryIO:
+        return cast(BinaryIO, S3Download(self, key))
+
+    def list(self) -> list[StoredObject]:
+        objects = []
+        with translated(self.bucket, f"list {self.describe()}", self.sse):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for item in page.get("Contents", []):
+                    key = str(item["Key"])[len(self.prefix):]
+                    if key and not key.endswith("/"):
+                        objects.append(StoredObject(key, int(item["Size"]), item["LastModified"]))
+        return sorted(objects, key=lambda item: item.key)
+
+    def delete(self, key: str) -> None:
+        with translated(self.bucket, f"delete {self.describe()}{key}", self.sse):
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.retrying(f"upload {key}", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self.object_key(key), Body=data, **self.upload_arguments()))
+
+    def get_bytes(self, key: str) -> bytes | None:
+        answer = self.get_object(key)
+        if answer is None:
+            return None
+        with translated(self.bucket, f"read {self.describe()}{key}", self.sse):
+            return bytes(answer["Body"].read())
+
+    def local_path(self, key: str) -> None:
+        return None

@@ -21,7 +21,7 @@ MANIFEST_SUFFIX = ".manifest.json"
 SAFETY_PREFIX = "safety/"
 EXTENSIONS = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
 KEY_PATTERN = re.compile(
-    r"^(?P<safety>safety/)?(?P<day>\d{8})/postgres-all-(?P<stamp>\d{8}-\d{6})(?P<extension>\.sql(?:\.gz|\.zst)?)$"
+    r"^(?P<safety>safety/)?(?P<day>\d{8})/postgres-all-(?P<stamp>\d{8}-\d{6})(?P<extension>\.sql(?:\.gz|\.zst)?)\Z"
 )
 
 
@@ -73,7 +73,7 @@ def is_backup_key(key: str) -> bool:
 
 def make_key(created: datetime, compression: str, safety: bool = False) -> BackupKey:
     created = created.astimezone(UTC).replace(microsecond=0)
-    stamp = created.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{created.year:04d}{created:%m%d-%H%M%S}"  # strftime's %Y does not pad years before 1000
     prefix = SAFETY_PREFIX if safety else ""
     key = f"{prefix}{stamp[:8]}/postgres-all-{stamp}{EXTENSIONS[compression]}"
     return BackupKey(created, key, compression, safety)

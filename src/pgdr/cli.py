@@ -33,6 +33,8 @@ secrets_app = typer.Typer(help="Secrets: pull them into the dotenv file, push on
 app.add_typer(restore_app, name="restore")
 app.add_typer(clean_app, name="clean")
 app.add_typer(secrets_app, name="secrets")
+schedule_app = typer.Typer(help="Run pgdr on a schedule: systemd timers or cron.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Confirm destructive actions without a prompt.")]
 ProductionOption = Annotated[bool, typer.Option(
@@ -125,14 +127,21 @@ def _print_status(output: Output, report: object) -> None:
                     f"{human_age(newest['age_seconds'])} old, {'verified' if newest['verified'] else 'unverified'})")
     else:
         output.info("Newest backup: none")
+    from pgdr.metrics import describe
+
+    for line in describe(data.get("metrics") or {}):
+        output.info(line)
 
 
 @app.command()
 def backup(ctx: typer.Context) -> None:
     """pg_dumpall --no-role-passwords, compressed while streaming, to every target in backup.targets."""
     from pgdr.actions.backup import backup as take_backup
+    from pgdr.observe import observed
 
-    take_backup(make_context(ctx))
+    context = make_context(ctx)
+    with observed(context, "backup") as run:
+        run.backup_done(take_backup(context))
 
 
 def _targets(context: Context, source: str) -> list[str]:
@@ -173,8 +182,11 @@ def restore_latest(ctx: typer.Context, source: SourceOption = "local", clean: An
         yes: YesOption = False, production: ProductionOption = False) -> None:
     """Restore the newest backup."""
     from pgdr.actions.restore import restore
+    from pgdr.observe import observed
 
-    restore(make_context(ctx, yes, production=production), source=source, clean=clean)
+    context = make_context(ctx, yes, production=production)
+    with observed(context, "restore"):
+        restore(context, source=source, clean=clean)
 
 
 @restore_app.command("file")
@@ -185,9 +197,12 @@ def restore_file(ctx: typer.Context, key: Annotated[str | None, typer.Argument(
         yes: YesOption = False, production: ProductionOption = False) -> None:
     """Restore a named backup; without KEY, list the backups and ask (on a terminal)."""
     from pgdr.actions.restore import restore
+    from pgdr.observe import observed
 
     context = make_context(ctx, yes, production=production)
-    restore(context, source=source, key=key or _choose_key(context, source), clean=clean)
+    chosen = key or _choose_key(context, source)
+    with observed(context, "restore"):
+        restore(context, source=source, key=chosen, clean=clean)
 
 
 def _choose_key(context: Context, source: str) -> str:
@@ -286,9 +301,12 @@ def recover(ctx: typer.Context, source: SourceOption = "local",
             ) -> None:
     """One-command recovery: up -> restore -> secrets -> init -> verify, timed (RTO). Safe to re-run."""
     from pgdr.actions.recover import recover as run_recover
+    from pgdr.observe import observed
 
     context = make_context(ctx, yes, json_mode=as_json, production=production)
-    report = run_recover(context, source=source, key=key, clean=clean)
+    with observed(context, "recover") as run:
+        report = run_recover(context, source=source, key=key, clean=clean)
+        run.recovery_done(report)
     if as_json:
         print_json(report.as_json())
 
@@ -309,7 +327,11 @@ def drill(ctx: typer.Context, source: SourceOption = "local",
         else:
             _print_drills(context.output, entries)
         return
-    report = recovery.drill(context, source=source, key=key)
+    from pgdr.observe import observed
+
+    with observed(context, "drill") as run:
+        report = recovery.drill(context, source=source, key=key)
+        run.recovery_done(report)
     if as_json:
         print_json(report.as_json())
 
@@ -333,6 +355,81 @@ def demo(ctx: typer.Context) -> None:
     from pgdr.actions.demo import run_demo
 
     run_demo(make_context(ctx, yes=True))
+
+
+@app.command()
+def prune(ctx: typer.Context, source: Annotated[str | None, typer.Option(
+        "--from", help="local, s3 or all; default: every target in backup.targets.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go and why; delete nothing.")]
+        = False, yes: YesOption = False, as_json: JsonOption = False) -> None:
+    """Delete backups outside the retention rules (GFS: last N, daily, weekly, monthly), showing why."""
+    from pgdr.actions.prune import prune as run_prune
+    from pgdr.observe import observed
+
+    context = make_context(ctx, yes, json_mode=as_json)
+    targets = _targets(context, source) if source else None
+    with observed(context, "prune"):
+        plans = run_prune(context, targets, dry_run=dry_run)
+    if as_json:
+        print_json([prune_plan.as_json(dry_run) for prune_plan in plans])
+
+
+@app.command()
+def check(ctx: typer.Context,
+          max_age: Annotated[str, typer.Option("--max-age", help="Newest backup must be younger, e.g. 26h.")]
+          = "26h", max_drill_age: Annotated[str | None, typer.Option(
+              "--max-drill-age", help="Last drill must be younger, e.g. 35d; default: not checked.")] = None,
+          source: Annotated[str | None, typer.Option(
+              "--from", help="local, s3 or all; default: every target in backup.targets.")] = None,
+          as_json: JsonOption = False, nagios: Annotated[bool, typer.Option(
+              "--nagios", help="Exit 2 (CRITICAL) instead of 15 when the check fails.")] = False) -> None:
+    """Are backups fresh and sound? First line OK:/CRITICAL: with the reason; exit 0, or 15 (see README)."""
+    from pgdr.actions.check import check as run_check
+    from pgdr.observe import observed
+    from pgdr.periods import parse_period
+
+    context = make_context(ctx, json_mode=as_json)
+    try:
+        limits = parse_period(max_age), parse_period(max_drill_age) if max_drill_age else None
+    except ValueError as error:
+        raise UsageError(str(error), "e.g. --max-age 26h --max-drill-age 35d") from None
+    targets = _targets(context, source) if source else context.settings.backup.targets
+    with observed(context, "check") as run:
+        report = run_check(context, list(targets), limits[0], limits[1])
+        if as_json:
+            print_json(report.as_json())
+        elif not (report.ok and context.output.quiet):
+            print(report.first_line())
+            for problem in report.problems[1:]:
+                print(f"CRITICAL: {problem.message}")
+        if not report.ok:
+            run.failed(report.first_line())
+    if not report.ok:
+        raise typer.Exit(2 if nagios else ExitCode.CHECK_FAILED)
+
+
+@schedule_app.command("print")
+def schedule_print(ctx: typer.Context,
+                   systemd: Annotated[bool, typer.Option("--systemd", help="systemd .service and .timer units.")]
+                   = False, cron: Annotated[bool, typer.Option("--cron", help="crontab lines.")] = False,
+                   folder: Annotated[Path | None, typer.Option(
+                       "--dir", help="With --systemd: write the unit files into this folder instead.")] = None
+                   ) -> None:
+    """Print ready-to-install jobs (backup daily, prune, drill monthly, check hourly) with this install's paths."""
+    from pgdr.actions import schedule
+
+    if systemd == cron:
+        raise UsageError("choose one of --systemd or --cron", "e.g. pgdr schedule print --systemd")
+    context = make_context(ctx)
+    config = context.settings.config_path or Path("pgdr.toml").resolve()
+    base = schedule.invocation()
+    if cron:
+        sys.stdout.write(schedule.crontab_text(context.settings, base, config))
+    elif folder is not None:
+        for path in schedule.write_units(schedule.systemd_units(context.settings, base, config), folder):
+            context.output.success(f"wrote {path}")
+    else:
+        sys.stdout.write(schedule.systemd_text(context.settings, base, config))
 
 
 def _terminate(signal_number: int, frame: object) -> None:

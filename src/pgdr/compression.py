@@ -87,7 +87,9 @@ class GzipDecompressor:
 
 class ZstdCompressor:
     def __init__(self, level: int | None) -> None:
-        params = zstandard.ZstdCompressor(level=ZSTD_DEFAULT_LEVEL if level is None else level, threads=-1)
+        params = zstandard.ZstdCompressor(  # the frame checksum makes a corrupted backup fail to decompress
+            level=ZSTD_DEFAULT_LEVEL if level is None else level, threads=-1, write_checksum=True
+        )
         self._compressor = params.compressobj()
 
     def compress(self, data: bytes) -> bytes:
@@ -98,14 +100,22 @@ class ZstdCompressor:
 
 
 class ZstdDecompressor:
+    """Decompresses concatenated frames too (``cat a.zst b.zst``, pzstd); bytes after a frame that are not
+    another frame raise instead of being silently ignored."""
+
     def __init__(self) -> None:
         self._decompressor = zstandard.ZstdDecompressor().decompressobj()
         self._seen_data = False
 
     def decompress(self, data: bytes) -> bytes:
-        if data:
+        output = []
+        while data:
             self._seen_data = True
-        return self._decompressor.decompress(data)
+            if self._decompressor.eof:
+                self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+            output.append(self._decompressor.decompress(data))
+            data = self._decompressor.unused_data if self._decompressor.eof else b""
+        return b"".join(output)
 
     def finish(self) -> bytes:
         if not self._seen_data or not self._decompressor.eof:

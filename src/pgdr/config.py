@@ -8,15 +8,18 @@ Relative paths are resolved once, against the folder holding the config file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pgdr.errors import ConfigError
+from pgdr.ops_config import MetricsSettings, NotifySettings, RetentionSettings
 
 DEFAULT_CONFIG_NAME = "pgdr.toml"
 SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -26,12 +29,12 @@ SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4
 
 def parse_size(text: str | int) -> int:
     """'1MB' -> 1000000, '1MiB' -> 1048576, 512 -> 512."""
-    if isinstance(text, int):
+    if isinstance(text, int) and not isinstance(text, bool):
         return text
-    match = SIZE_PATTERN.match(text)
+    match = SIZE_PATTERN.match(text) if isinstance(text, str) else None
     if not match:
         raise ValueError(f"not a size: {text!r} (use e.g. 1MB, 500kB, 2GiB)")
-    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    number, unit = Fraction(match.group(1)), (match.group(2) or "").lower()  # exact: no float overflow
     binary = "i" in unit
     letter = unit[:1] if unit[:1] in "kmgt" else ""
     multiplier = 1024 ** "kmgt".index(letter) * 1024 if binary and letter else SIZE_UNITS[letter]
@@ -43,8 +46,10 @@ DURATION_PATTERN = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s
 
 def parse_duration(text: str | int | float) -> float:
     """'10m' -> 600.0, '1h30m' -> 5400.0, '90s' or 90 -> 90.0."""
-    if isinstance(text, int | float):
+    if isinstance(text, int | float) and not isinstance(text, bool) and math.isfinite(text):
         return float(text)
+    if not isinstance(text, str):  # booleans, NaN, infinity, lists... from TOML
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
     match = DURATION_PATTERN.match(text)
     if not match or not text.strip() or not any(match.groups()):
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
@@ -57,9 +62,9 @@ class Section(BaseModel):
 
 
 def _check_secret_name(value: str) -> str:
-    if not SECRET_NAME_PATTERN.match(value):
-        raise ValueError(
-            f"{value!r} is not a secret NAME (letters, digits, underscore); put the value in the secret store"
+    if not SECRET_NAME_PATTERN.fullmatch(value):  # fullmatch: '$' alone lets a trailing newline through
+        raise ValueError(  # the value is not echoed: it may well be the password itself
+            "not a secret NAME (letters, digits, underscore); put the value in the secret store, its NAME here"
         )
     return value
 
@@ -177,6 +182,9 @@ class Settings(Section):
     migrations: MigrationsSettings = Field(default_factory=MigrationsSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)  # type: ignore[arg-type]
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)  # type: ignore[arg-type]
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
     config_path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -272,6 +280,8 @@ def _coerce_env_value(value: str) -> Any:
 
 def resolve_paths(settings: Settings, base: Path) -> Settings:
     def absolute(path: Path) -> Path:
+        if "\x00" in str(path):
+            raise ValueError(f"{str(path)!r}: paths cannot contain NUL")
         return path if path.is_absolute() else (base / path).resolve()
 
     settings.postgres.data_dir = absolute(settings.postgres.data_dir)
@@ -279,6 +289,8 @@ def resolve_paths(settings: Settings, base: Path) -> Settings:
     settings.secrets.dotenv = absolute(settings.secrets.dotenv)
     if settings.migrations.dir is not None:
         settings.migrations.dir = absolute(settings.migrations.dir)
+    if settings.metrics.textfile is not None:
+        settings.metrics.textfile = absolute(settings.metrics.textfile)
     return settings
 
 
@@ -296,7 +308,10 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, path), "fix the key named above in the config") from None
     settings.config_path = path.resolve() if path else None
-    return resolve_paths(settings, settings.base_dir)
+    try:
+        return resolve_paths(settings, settings.base_dir)
+    except (ValueError, OSError, RuntimeError) as error:  # NUL byte, symlink loop
+        raise ConfigError(f"{path or 'config'}: unusable path {error}", "fix the paths in the config") from None
 
 
 def load_settings(explicit: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from pgdr.artifact import DatabaseContents, TableCount
 
-END_MARKER = b"PostgreSQL database cluster dump complete"
-PASSWORD_CLAUSE = re.compile(rb"^(CREATE|ALTER) ROLE .* PASSWORD ", re.MULTILINE)
+END_MARKER = b"\n-- PostgreSQL database cluster dump complete\n"  # a line of its own, not text inside a row
+# pg_dumpall writes `ALTER ROLE <name> WITH <options> PASSWORD '...'`; the name is matched as an identifier so a
+# role called "x PASSWORD y", or `ALTER ROLE r SET ... TO ' PASSWORD '`, is not taken for a password.
+PASSWORD_CLAUSE = re.compile(rb"^(?:CREATE|ALTER) ROLE (?:\"(?:[^\"]|\"\")*\"|[^\s\"]+) WITH\b.* PASSWORD '")
 COPY_END = b"\\.\n"
 
 
@@ -131,14 +133,12 @@ class DumpScanner:
         elif line_bytes.startswith(b"\\connect "):
             self._database = parse_connect_database(line_bytes.decode("utf-8", "replace"))
             self.tables.setdefault(self._database, {})
-        elif (line_bytes.startswith(b"CREATE ROLE ") or line_bytes.startswith(b"ALTER ROLE ")) and (
-            b" PASSWORD " in line_bytes
-        ):
+        elif PASSWORD_CLAUSE.match(line_bytes):
             self.has_password = True
 
     @property
     def complete(self) -> bool:
-        return END_MARKER in self._tail
+        return self._table is None and END_MARKER in self._tail
 
     def databases(self) -> list[DatabaseContents]:
         return [

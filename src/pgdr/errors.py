@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     BINARIES = 12
     CLUSTER = 13
     RTO_EXCEEDED = 14
+    CHECK_FAILED = 15
     INTERRUPTED = 130
 
 

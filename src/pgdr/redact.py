@@ -10,7 +10,8 @@ MASK = "********"
 _known_values: set[str] = set()
 # password=..., PASSWORD '...', postgresql://user:secret@host
 _PATTERNS = [
-    re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE),
+    # a quoted value (conninfo password='a b', .env X_PASSWORD="a b") is masked whole, up to its closing quote
+    re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|\S+)""", re.IGNORECASE | re.DOTALL),
     re.compile(r"(PASSWORD\s+)('(?:[^']|'')*')", re.IGNORECASE),
     re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)"),
     re.compile(r"(SCRAM-SHA-256\$)(\S+)"),

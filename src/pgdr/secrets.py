@@ -67,8 +67,11 @@ class SsmSource:
     def client(self) -> Any:
         if self._client is None:
             import boto3
+            from botocore.config import Config
 
-            self._client = boto3.client("ssm", region_name=self.region or None)
+            retries = {"mode": "standard", "total_max_attempts": 5}
+            self._client = boto3.session.Session().client(
+                "ssm", region_name=self.region or None, config=Config(retries=retries))
         return self._client
 
     def parameter_name(self, secret_name: str) -> str:
@@ -80,24 +83,49 @@ class SsmSource:
         try:
             answer = self.client().get_parameter(Name=self.parameter_name(secret_name), WithDecryption=True)
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code == "ParameterNotFound":
+            if error.response.get("Error", {}).get("Code", "") == "ParameterNotFound":
                 return None
-            raise StorageError(
-                f"SSM Parameter Store refused {self.parameter_name(secret_name)}: {code}",
-                "check AWS credentials and that the IAM policy allows ssm:GetParameter and kms:Decrypt",
-            ) from None
+            raise ssm_error(error, "ssm:GetParameter and kms:Decrypt", self.parameter_name(secret_name)) from None
         except BotoCoreError as error:
-            raise StorageError(f"SSM Parameter Store unreachable: {error}", "check AWS credentials and region") from None
+            raise ssm_error(error, "ssm:GetParameter and kms:Decrypt", self.parameter_name(secret_name)) from None
         return str(answer["Parameter"]["Value"]) or None
 
     def put(self, secret_name: str, value: str, overwrite: bool = True) -> None:
-        self.client().put_parameter(
-            Name=self.parameter_name(secret_name), Value=value, Type="SecureString", Overwrite=overwrite
-        )
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client().put_parameter(
+                Name=self.parameter_name(secret_name), Value=value, Type="SecureString", Overwrite=overwrite
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise ssm_error(error, "ssm:PutParameter and kms:Encrypt", self.parameter_name(secret_name)) from None
 
     def describe(self, secret_name: str) -> str:
         return f"SSM parameter {self.parameter_name(secret_name)}"
+
+
+def ssm_error(error: Exception, actions: str, parameter: str) -> StorageError:
+    """The SSM failure as one line with its fix; the parameter's value is never part of it."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, PartialCredentialsError
+
+    if isinstance(error, NoCredentialsError | PartialCredentialsError):
+        return StorageError(f"no AWS credentials found to read SSM parameter {parameter}",
+                            "set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or use an instance role)")
+    if isinstance(error, NoRegionError):
+        return StorageError(f"no AWS region for SSM parameter {parameter}",
+                            "set [s3] region in pgdr.toml or AWS_DEFAULT_REGION / AWS_REGION")
+    if not isinstance(error, ClientError):
+        return StorageError(f"SSM Parameter Store unreachable for {parameter}: {error}",
+                            "check AWS_ENDPOINT_URL(_SSM), the region and the network")
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    if code in ("AccessDeniedException", "AccessDenied") or code.startswith("KMS") or "KMS" in code:
+        return StorageError(f"SSM Parameter Store refused {parameter}: {code}",
+                            f"allow {actions} on parameter {parameter} in the IAM policy (see docs/S3_AND_SSM.md)")
+    if code in ("UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException"):
+        return StorageError(f"SSM Parameter Store rejected the AWS credentials ({code})",
+                            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE (expired session?)")
+    return StorageError(f"SSM Parameter Store refused {parameter}: {code}",
+                        f"check secrets.ssm_path and that the IAM policy allows {actions}")
 
 
 def build_sources(settings: Settings, environ: Mapping[str, str] | None = None) -> list[SecretSource]:

@@ -97,11 +97,11 @@ class Output:
     def confirm(self, question: str) -> bool:
         if not self.interactive:
             return False
-        answer = self.console.input(f"{question} [y/N] ")
+        answer = self.console.input(f"{redact(question)} [y/N] ", markup=False)  # "[y/N]" is not markup
         return answer.strip().lower() in ("y", "yes")
 
     def prompt(self, question: str, password: bool = False) -> str:
-        return self.console.input(question, password=password)
+        return self.console.input(redact(question), password=password, markup=False)
 
 
 def human_size(size: float) -> str:

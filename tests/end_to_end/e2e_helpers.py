@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, Project
 
+from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, Project
 from pgdr.postgres.binaries import find_toolset
 
 PASSWORDS = (SUPERUSER_PASSWORD, USER_PASSWORD, READONLY_PASSWORD)
@@ -166,3 +166,52 @@ def server_state(project: Project) -> dict[str, object]:
 
 def dotenv_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+def run_in_terminal(project: Project, args: list[str], answers: dict[str, str],
+                    timeout: float = 120) -> tuple[int, str]:
+    """Run pgdr with stdin/stdout/stderr on a pseudo-terminal; type answers[pattern] when pattern shows up.
+
+    Returns the exit status and everything the terminal showed.
+    """
+    import pty
+    import select
+    import sys
+    import time
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "pgdr", *args], cwd=project.root, stdin=terminal,
+                               stdout=terminal, stderr=terminal, env={**project.environment, "TERM": "dumb"},
+                               close_fds=True)
+    os.close(terminal)
+    screen, pending, deadline = b"", dict(answers), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+                for pattern in list(pending):
+                    if re.search(pattern, screen.decode("utf-8", "replace")):
+                        os.write(controller, pending.pop(pattern).encode() + b"\n")
+            elif process.poll() is not None:
+                break
+        try:
+            status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"pgdr {' '.join(args)} still running after {timeout:.0f}s; the terminal showed:\n"
+                                 + screen.decode("utf-8", "replace")) from None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+    text = screen.decode("utf-8", "replace")
+    if isinstance(project, RecordingProject):
+        project.calls.append((tuple(args), subprocess.CompletedProcess(args, status, text, "")))
+    return status, text

@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import SUPERUSER_PASSWORD, count_orders, load_sample_data
 from e2e_helpers import (
     assert_users_log_in,
     backup_path,
@@ -19,6 +18,8 @@ from e2e_helpers import (
     recorded,
     server_state,
 )
+
+from conftest import SUPERUSER_PASSWORD, count_orders, load_sample_data
 
 
 @pytest.fixture
@@ -148,3 +149,34 @@ def test_old_shell_pipeline_backup_is_listed_unverified_and_restorable_into_a_fr
     live.ok("init")
     live.ok("verify")
     assert_users_log_in(live)
+
+
+def test_every_compression_round_trips_and_gzip_stays_gunzip_compatible(live):
+    load_sample_data(live, 300)
+    for compression in ("gzip", "zstd", "none"):
+        live.ok("backup", env={"PGDR_BACKUP__COMPRESSION": compression})
+        time.sleep(1.1)  # keys have one-second resolution
+    by_suffix = {key.rsplit("/", 1)[1].split(".", 1)[1]: key for key in keys(live)}
+    assert set(by_suffix) == {"sql.gz", "sql.zst", "sql"}
+    gunzipped = subprocess.run(["gzip", "-dc", str(backup_path(live, by_suffix["sql.gz"]))], capture_output=True,
+                               check=True).stdout
+    assert b"PostgreSQL database cluster dump complete" in gunzipped
+    assert b"PostgreSQL database cluster dump complete" in backup_path(live, by_suffix["sql"]).read_bytes()
+    for key in by_suffix.values():
+        with live.connect("demo") as connection:
+            connection.execute("TRUNCATE orders")
+        live.ok("restore", "file", key, "--clean", "--yes")
+        assert count_orders(live) == 300, key
+
+
+def test_verify_fails_when_rows_are_missing_compared_with_the_restored_backup(live):
+    load_sample_data(live, 300)
+    live.ok("backup")
+    live.ok("restore", "latest", "--clean", "--yes")
+    live.ok("init")
+    live.ok("verify")
+    with live.connect("demo") as connection:
+        connection.execute("DELETE FROM orders WHERE id <= 5")
+    result = fails(live, "verify", code=10)
+    assert "public.orders: 295 (backup: 300)" in result.stderr
+    live.ok("verify", "--skip-row-counts")

@@ -67,7 +67,13 @@ def test_make_key_converts_to_utc_and_drops_microseconds() -> None:
     assert parse_key(key.key) == key
 
 
-@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
+def test_years_before_1000_keep_eight_digit_dates() -> None:
+    key = make_key(datetime(10, 1, 1, tzinfo=UTC), "none")
+    assert key.key == "00100101/postgres-all-00100101-000000.sql"
+    assert parse_key(key.key) == key
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
        st.sampled_from(sorted(EXTENSIONS)), st.booleans())
 def test_round_trip_for_any_time(created: datetime, compression: str, safety: bool) -> None:
     made = make_key(created, compression, safety)

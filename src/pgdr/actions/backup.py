@@ -60,6 +60,10 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
     context.output.success(
         f"Backup {key.key} written ({human_size(sizes[1])}, {len(manifest.databases)} databases) to {where}"
     )
+    if settings.retention.prune_after_backup and not safety:
+        from pgdr.actions.prune import prune
+
+        prune(context, [storage.name for storage in storages], confirmed=True)
     return BackupResult(key, manifest, [storage.name for storage in storages])
 
 
@@ -93,8 +97,7 @@ def _stream_dump(
                 emit(compressor.compress(chunk))
         emit(compressor.flush())
         _check_dump(scanner)
-        for upload in uploads:
-            upload.commit()
+        _commit_all(storages, uploads, key)
     except StageFailed as failure:
         _abort(uploads)
         raise BackupFailed(f"backup failed at stage {failure.stage}: {failure.detail}", failure.hint) from None
@@ -115,6 +118,19 @@ def _check_dump(scanner: DumpScanner) -> None:
             "the dump contains role passwords; refusing to store it",
             "pgdr always dumps with --no-role-passwords: check postgres.bin_dir points at real pg_dumpall",
         )
+
+
+def _commit_all(storages: list[Storage], uploads: list[Upload], key: BackupKey) -> None:
+    """Commit every target's upload; if one fails, remove the ones already committed (all targets or none)."""
+    committed: list[Storage] = []
+    try:
+        for storage, upload in zip(storages, uploads, strict=True):
+            upload.commit()
+            committed.append(storage)
+    except BaseException:
+        for storage in committed:
+            storage.delete(key.key)
+        raise
 
 
 def _abort(uploads: list[Upload]) -> None:

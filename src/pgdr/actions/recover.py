@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pgdr import drill_lock
 from pgdr.actions import provision, restore, server, verify
 from pgdr.context import Context
 from pgdr.errors import PgdrError, RtoExceeded
@@ -69,8 +70,12 @@ def chosen_key(context: Context, source: str, key: str | None) -> str:
 
 
 def already_restored(context: Context, key: str) -> bool:
+    """The record says key was restored completely, and the server still holds data (not a new, empty cluster)."""
     record = read_restore_record(context.settings.state_dir)
-    return bool(record and record.get("key") == key and record.get("status") == "complete")
+    if not (record and record.get("key") == key and record.get("status") == "complete"):
+        return False
+    databases, roles = restore.existing_data(context)
+    return bool(databases or roles)
 
 
 def run_recovery(context: Context, report: RecoveryReport, key: str | None, clean: bool) -> None:
@@ -148,7 +153,9 @@ def drill(context: Context, source: str = "local", key: str | None = None) -> Re
     scratch = scratch_context(context, folder)
     context.output.step(f"Drill: recovering into a scratch cluster on port {scratch.settings.postgres.port} ({folder})")
     try:
-        run_recovery(scratch, report, key, clean=False)
+        key = chosen_key(context, source, key)  # marked as read, so that prune keeps it (see drill_lock.py)
+        with drill_lock.reading(open_storage(context.settings, source), key, context.output.warn):
+            run_recovery(scratch, report, key, clean=False)
         report.outcome = "ok"
         check_objective(context, report)
     except PgdrError as error:

@@ -21,8 +21,12 @@ from pgdr.postgres.connect import client_environment
 from pgdr.postgres.sql import identifier
 from pgdr.run import CHUNK_SIZE, stream
 from pgdr.state import write_restore_record
-from pgdr.storage import Storage, open_storage
+from pgdr.storage import Storage, Upload, open_storage
+from pgdr.storage.local import LocalStorage
 
+# Session settings for the restore's connections (psql passes PGOPTIONS to every \connect): a commit need not
+# wait for the WAL flush (a crash mid-restore means restoring again anyway), and index builds get more memory.
+LOAD_SESSION_OPTIONS = "-c synchronous_commit=off -c maintenance_work_mem=256MB"
 HINT_RETRY = "fix the cause above, then `pgdr restore latest --clean` (or `pgdr clean soft --yes` and restore again)"
 
 
@@ -40,8 +44,12 @@ def select_backup(context: Context, source: str, key: str | None) -> tuple[Stora
     return storage, find(records, key, storage.describe())
 
 
-def check_backup(context: Context, storage: Storage, record: BackupRecord) -> None:
-    """Read the whole backup once: size and sha256 against the manifest, full decompression, end marker."""
+def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_to: Upload | None = None) -> None:
+    """Read the whole backup once: size and sha256 against the manifest, full decompression, end marker.
+
+    With copy_to, every chunk read is also written there (the download of a remote backup), so the copy is
+    checked by the same single pass; the caller commits it only when this returns.
+    """
     manifest = record.manifest
     if manifest is not None and manifest.size != record.size:
         raise IntegrityError(
@@ -50,10 +58,13 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord) -> No
         )
     digest, decompressor, scanner = hashlib.sha256(), make_decompressor(record.key.compression), DumpScanner()
     context.output.step(f"Checking {record.key} ({'checksum, ' if manifest else ''}decompression)")
-    with storage.open_download(record.key.key) as handle, context.output.progress("Checking", record.size) as bar:
+    label = "Downloading" if copy_to is not None else "Checking"
+    with storage.open_download(record.key.key) as handle, context.output.progress(label, record.size) as bar:
         try:
             for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
                 bar.advance(len(chunk))
+                if copy_to is not None:
+                    copy_to.write(chunk)
                 digest.update(chunk)
                 scanner.feed(decompressor.decompress(chunk))
             scanner.feed(decompressor.finish())
@@ -76,6 +87,27 @@ def _check_scan(record: BackupRecord, sha256: str, scanner: DumpScanner) -> None
             f"backup {record.key} is incomplete: the dump's end marker is missing",
             "the backup was cut short: restore another one (see `pgdr list`)",
         )
+
+
+def fetch_to_local(context: Context, storage: Storage, record: BackupRecord) -> LocalStorage:
+    """Download a remote backup into the backup dir, checked on the way; its manifest follows it, last.
+
+    The copy is written to a hidden temporary name and renamed into place only when the checks passed, so a
+    corrupt or interrupted download leaves nothing that `pgdr list` or `restore latest` would pick up.
+    """
+    local = LocalStorage(context.settings.backup.dir)
+    context.output.step(f"Downloading {record.key} from {storage.describe()} to {local.describe()}")
+    manifest = storage.get_bytes(record.key.manifest_key) if record.manifest is not None else None
+    upload = local.open_upload(record.key.key)
+    try:
+        check_backup(context, storage, record, copy_to=upload)
+        upload.commit()
+    except BaseException:
+        upload.abort()
+        raise
+    if manifest is not None:
+        local.put_bytes(record.key.manifest_key, manifest)
+    return local
 
 
 def check_versions(record: BackupRecord, server_major: int) -> None:
@@ -143,7 +175,8 @@ def stream_into_psql(context: Context, psql: str, handle: BinaryIO, record: Back
     decompressor = make_decompressor(record.key.compression)
     globals_filter = GlobalsFilter(context.settings.postgres.superuser)
     with client_environment(context.superuser_endpoint()) as environment, stream(
-        psql_restore_argv(psql), stage="psql", direction="write", environment=environment, hint=HINT_RETRY,
+        psql_restore_argv(psql), stage="psql", direction="write",
+        environment={**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS}, hint=HINT_RETRY,
     ) as restore, context.output.progress("Restoring", record.size) as bar:
         for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
             bar.advance(len(chunk))
@@ -170,7 +203,10 @@ def restore(context: Context, source: str = "local", key: str | None = None, cle
     storage, record = select_backup(context, source, key)
     toolset, server_major = context.client_tools(("psql", "pg_dumpall"))
     check_versions(record, server_major)
-    check_backup(context, storage, record)
+    if storage.local_path(record.key.key) is None:
+        storage = fetch_to_local(context, storage, record)  # checked while downloading, restored from the copy
+    else:
+        check_backup(context, storage, record)
     databases, roles = existing_data(context)
     safety_key = None
     if databases or roles:

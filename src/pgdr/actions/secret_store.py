@@ -15,9 +15,9 @@ def pull(context: Context) -> dict[str, str]:
     names = context.settings.secret_names()
     missing = [name for name in names if context.secrets.lookup(name) is None]
     if missing:
-        places = ", ".join(context.settings.secrets.sources)
+        places = "; ".join(source.describe(name) for name in missing for source in context.secrets.sources)
         raise SecretMissing(
-            f"secrets not found in any source ({places}): {', '.join(missing)}",
+            f"secrets not found: {', '.join(missing)} (looked in: {places})",
             f"set them (e.g. `pgdr secrets push {missing[0]}` to store one in SSM), then run `pgdr secrets pull` again",
         )
     values = {name: context.secrets.get(name) for name in names}

@@ -72,6 +72,7 @@ class Status:
     newest_backup: dict[str, Any] | None = None
     mode: str = "local"
     data_dir: str = ""
+    metrics: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return self.__dict__
@@ -87,6 +88,10 @@ def status(context: Context) -> Status:
     except (ServerUnreachable, AuthenticationFailed, SecretMissing) as error:
         report.problem = f"{error.message} ({error.hint})"
     report.newest_backup = newest_backup(context)
+    if context.settings.metrics.textfile is not None:
+        from pgdr.metrics import summary
+
+        report.metrics = summary(context.settings.metrics.textfile)
     return report
 
 

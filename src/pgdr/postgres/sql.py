@@ -10,6 +10,8 @@ import base64
 import hashlib
 import hmac
 import os
+import stringprep
+import unicodedata
 from dataclasses import dataclass
 
 from pgdr.config import DatabaseSettings, UserSettings
@@ -32,10 +34,35 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+_SASLPREP_PROHIBITED = (
+    stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3, stringprep.in_table_c4,
+    stringprep.in_table_c5, stringprep.in_table_c6, stringprep.in_table_c7, stringprep.in_table_c8,
+    stringprep.in_table_c9, stringprep.in_table_a1,
+)
+
+
+def saslprep(password: str) -> str:
+    """The password as libpq and the server use it in SCRAM: SASLprep (RFC 4013) the way PostgreSQL's
+    pg_saslprep does it. ASCII passes unchanged; a password SASLprep refuses is used unchanged too."""
+    if password.isascii():
+        return password
+    mapped = "".join(" " if stringprep.in_table_c12(char) else char
+                     for char in password if not stringprep.in_table_b1(char))
+    prepared = unicodedata.normalize("NFKC", mapped)
+    if not prepared or any(check(char) for char in prepared for check in _SASLPREP_PROHIBITED):
+        return password
+    if any(stringprep.in_table_d1(char) for char in prepared) and (
+        any(stringprep.in_table_d2(char) for char in prepared)
+        or not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1]))
+    ):
+        return password
+    return prepared
+
+
 def scram_sha256_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
     """The verifier PostgreSQL stores for scram-sha-256 (RFC 5802/7677), computed client-side."""
     salt = salt if salt is not None else os.urandom(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode("utf-8"), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()

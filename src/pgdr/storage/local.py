@@ -77,7 +77,10 @@ class LocalStorage:
         return str(self.root)
 
     def path_of(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        try:
+            path = (self.root / key).resolve()
+        except (ValueError, OSError, RuntimeError):  # NUL byte, symlink loop
+            raise UsageError(f"not a usable key: {key!r}", "use a key shown by `pgdr list`") from None
         if self.root.resolve() not in path.parents:
             raise UsageError(f"key escapes the backup dir: {key!r}", "use a key shown by `pgdr list`")
         return path

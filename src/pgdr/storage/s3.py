@@ -15,6 +15,7 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any, BinaryIO, TypeVar, cast
 
 from botocore.exceptions import (
@@ -65,7 +66,7 @@ def warn(message: str) -> None:
 
 
 def part_size_for(part_number: int, base: int = PART_SIZE) -> int:
-    """8 MiB for parts 1-1000, doubling every 1000 parts, so S3's 10,000-part limit is far past 8 TB."""
+    """8 MiB for parts 1-1000, doubling every 1000 parts: 10,000 parts reach S3's 5 TiB object limit."""
     return min(base * 2 ** ((part_number - 1) // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
 
 
@@ -107,6 +108,9 @@ def storage_error(error: Exception, bucket: str, what: str, sse: str = "") -> St
     if isinstance(error, EndpointConnectionError):
         return StorageError(f"cannot {what}: {error}",
                             "check [s3] endpoint_url, AWS_ENDPOINT_URL(_S3), [s3] region and the network")
+    if isinstance(error, HTTPClientError | ConnectionError):
+        return StorageError(f"cannot {what}: {error}",
+                            "check the network and [s3] endpoint_url / AWS_ENDPOINT_URL, then run the command again")
     if not isinstance(error, ClientError):
         return StorageError(f"cannot {what}: {error}", "check the network and [s3] settings, then try again")
     code = str(error.response.get("Error", {}).get("Code", ""))
@@ -145,7 +149,7 @@ class RetryNotifier:
 
     def observe(self, response: Any = None, caught_exception: Any = None, **_: Any) -> None:
         if caught_exception is not None:
-            self.reason = f"{type(caught_exception).__name__}: {caught_exception}"
+            self.reason = type(caught_exception).__name__
         elif response is not None and response[0].status_code >= 400:
             code = response[1].get("Error", {}).get("Code", "")
             self.reason = f"HTTP {response[0].status_code} {code}".strip()
@@ -196,13 +200,12 @@ class S3Upload:
     def write(self, data: bytes) -> None:
         assert not self._finished, "write after commit or abort"
         self._buffer += data
-        while len(self._buffer) >= self._next_part_size():
-            size = self._next_part_size()
-            part = bytes(self._buffer[:size])
-            del self._buffer[:size]
+        while len(self._buffer) >= (size := self._next_part_size()):
+            part, self._buffer = self._buffer, self._buffer[size:]  # hand the buffer over: no copy of the part
+            del part[size:]
             self._send_part(part)
 
-    def _send_part(self, data: bytes) -> None:
+    def _send_part(self, data: bytes | bytearray) -> None:
         try:
             if self._upload_id is None:
                 with translated(self.storage.bucket, f"start the upload of {self.key}", self.storage.sse):
@@ -227,7 +230,7 @@ class S3Upload:
                     Bucket=storage.bucket, Key=self.object_key, Body=data, **storage.upload_arguments()))
             else:
                 if self._buffer:
-                    self._send_part(bytes(self._buffer))
+                    self._send_part(self._buffer)
                 with translated(storage.bucket, f"complete the upload of {self.key}", storage.sse):
                     storage.client.complete_multipart_upload(
                         Bucket=storage.bucket, Key=self.object_key, UploadId=self._upload_id,
@@ -252,7 +255,8 @@ class S3Upload:
                 Bucket=self.storage.bucket, Key=self.object_key, UploadId=upload_id)
         except (BotoCoreError, ClientError) as error:
             self.storage.report(
-                f"could not abort the multipart upload of {self.storage.describe()}{self.key} ({error}); no object "
+                f"could not abort the multipart upload of {self.storage.describe()}{self.key} "
+                f"({type(error).__name__}); no object "
                 f"was created, but its parts are stored until `aws s3api abort-multipart-upload --bucket "
                 f"{self.storage.bucket} --key {self.object_key} --upload-id {upload_id}` or a lifecycle rule "
                 "(AbortIncompleteMultipartUpload) removes them")
@@ -355,8 +359,8 @@ class S3Storage:
 
         def report(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            self.report(f"S3: {what} failed ({error}); trying again (attempt {state.attempt_number + 1} "
-                        f"of {PART_ATTEMPTS})")
+            self.report(f"S3: {what} failed ({type(error).__name__}); trying again "
+                        f"(attempt {state.attempt_number + 1} of {PART_ATTEMPTS})")
 
         with translated(self.bucket, what, self.sse):
             for attempt in Retrying(stop=stop_after_attempt(PART_ATTEMPTS), wait=wait_exponential(min=1, max=20),
@@ -406,7 +410,7 @@ class S3Storage:
                 for item in page.get("Contents", []):
                     key = str(item["Key"])[len(self.prefix):]
                     if key and not key.endswith("/"):
-                        objects.append(StoredObject(key, int(item["Size"]), item["LastModified"]))
+                        objects.append(StoredObject(key, int(item["Size"]), item["LastModified"].astimezone(UTC)))
         return sorted(objects, key=lambda item: item.key)
 
     def delete(self, key: str) -> None:

@@ -1,0 +1,202 @@
+"""Summaries of a benchmark run: medians, ratios within rounds, bottlenecks, issue 6's targets, the tables.
+
+A ratio is taken inside each round (the case's wall time over its reference's in the same round) and the median
+of those is reported, so a burst of load from other processes slows a case and its reference alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from measure import SERVER, Result
+
+DUMP = "pg_dumpall > /dev/null"
+DUMP_GZIP = "pg_dumpall | gzip > file"
+PGDR_STARTUP = "pgdr list (startup cost)"
+RESTORE_BASELINE = "gunzip -c | psql"
+S3_BACKUP = "pgdr backup gzip -> s3"
+S3_UPLOAD = "upload alone (boto3)"
+S3_REFERENCE = "max(pg_dumpall, upload)"
+RSS_TARGET_MB = 150
+CPU_BOUND = 0.8  # a process using this share of one core is taken as the one limiting the pipeline
+
+
+def backup_case(variant: str) -> str:
+    return f"pgdr backup {variant}"
+
+
+def restore_case(variant: str) -> str:
+    return f"pgdr restore {variant}"
+
+
+@dataclass
+class RoundResults:
+    index: int
+    results: dict[str, Result] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CaseSummary:
+    name: str
+    runs: int
+    failures: int
+    wall_s: float
+    wall_min_s: float
+    wall_max_s: float
+    ratio: float | None
+    reference: str | None
+    output_bytes: float | None
+    cpu_s: dict[str, float]
+    waiting_s: dict[str, float]
+    peak_rss_mb: dict[str, float]
+    other_cpu_s: float
+    phases_s: dict[str, float]
+    rows_match: bool | None
+    bottleneck: str = ""
+
+    @property
+    def pgdr_rss_mb(self) -> float | None:
+        return self.peak_rss_mb.get("pgdr")
+
+    @property
+    def child_rss_mb(self) -> float | None:
+        return max((value for name, value in self.peak_rss_mb.items() if name != "pgdr"), default=None)
+
+
+def reference_of(case: str) -> str | None:
+    if case == S3_BACKUP:
+        return S3_REFERENCE
+    if case.startswith("pgdr restore"):
+        return RESTORE_BASELINE
+    if case.startswith("pgdr backup") or case == DUMP_GZIP:
+        return DUMP
+    return None
+
+
+def reference_wall(results: dict[str, Result], case: str) -> float | None:
+    """The wall time this case is compared with in the same round."""
+    names = [DUMP, S3_UPLOAD] if case == S3_BACKUP else [reference_of(case)]
+    walls = [results[name].wall_s for name in names if name in results]
+    return max(walls) if walls and len(walls) == len(names) else None
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize_case(name: str, rounds: list[RoundResults]) -> CaseSummary | None:
+    pairs = [(state, state.results[name]) for state in rounds if name in state.results]
+    if not pairs:
+        return None
+    runs = [result for _, result in pairs]
+    ratios = [result.wall_s / reference for state, result in pairs
+              if (reference := reference_wall(state.results, name))]
+    cpu = [result.cpu_s | ({SERVER: result.server_cpu_s} if result.server_cpu_s is not None else {})
+           for result in runs]
+    parts = list(dict.fromkeys(part for entry in cpu for part in entry))
+    phases = {phase for result in runs for phase in result.extra.get("phases_s", {})}  # type: ignore[attr-defined]
+    checked = [result.extra["restored_rows_match"] for result in runs if "restored_rows_match" in result.extra]
+    walls = [result.wall_s for result in runs]
+    summary = CaseSummary(
+        name=name, runs=len(runs), failures=sum(1 for state in rounds if name in state.errors),
+        wall_s=statistics.median(walls), wall_min_s=min(walls), wall_max_s=max(walls), ratio=median(ratios),
+        reference=reference_of(name),
+        output_bytes=median([result.output_bytes for result in runs if result.output_bytes]),  # type: ignore[misc]
+        cpu_s={part: statistics.median(entry.get(part, 0.0) for entry in cpu) for part in parts},
+        waiting_s={part: statistics.median(result.run_queue_s.get(part, 0.0) for result in runs) for part in parts},
+        peak_rss_mb={part: max(result.peak_rss_mb.get(part, 0.0) for result in runs)
+                     for part in dict.fromkeys(part for result in runs for part in result.peak_rss_mb)},
+        other_cpu_s=statistics.median(result.machine_busy_s - result.our_cpu_s for result in runs),
+        phases_s={phase: statistics.median(result.extra["phases_s"][phase] for result in runs  # type: ignore[index]
+                                           if phase in result.extra.get("phases_s", {}))  # type: ignore[operator]
+                  for phase in sorted(phases)},
+        rows_match=all(checked) if checked else None,
+    )
+    summary.bottleneck = bottleneck(summary)
+    return summary
+
+
+def summarize(rounds: list[RoundResults]) -> list[CaseSummary]:
+    names = dict.fromkeys(name for state in rounds for name in [*state.results, *state.errors])
+    return [summary for name in names if (summary := summarize_case(name, rounds)) is not None]
+
+
+def demand(summary: CaseSummary, part: str) -> float:
+    """Share of the wall time a process was running or ready to run (on a core or waiting for one)."""
+    return (summary.cpu_s.get(part, 0.0) + summary.waiting_s.get(part, 0.0)) / summary.wall_s
+
+
+def bottleneck(summary: CaseSummary) -> str:
+    """The process that wanted a core for most of the wall time; if none did for 80% of it, the pipeline waited
+    on I/O or on a pipe rather than computed. Waiting for a core counts: on a shared machine a CPU-bound stage
+    runs less than 100% but is never idle."""
+    if not summary.cpu_s or summary.wall_s <= 0:
+        return ""
+    part = max(summary.cpu_s, key=lambda name: demand(summary, name))
+    share, running = demand(summary, part), summary.cpu_s[part] / summary.wall_s
+    if share >= CPU_BOUND:
+        return f"{part} is CPU-bound: running {running:.0%} + waiting for a core {share - running:.0%} of the wall time"
+    return f"no process CPU-bound (top: {part} wanted a core {share:.0%} of the time): I/O or pipe waits"
+
+
+def fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def tables(summaries: list[CaseSummary]) -> str:
+    lines = [f"{'case':<28} {'wall s':>7} {'min-max':>11} {'ratio':>6}  {'vs':<24} {'size MB':>8} "
+             f"{'RSS MB pgdr':>11} {'child':>6}"]
+    for entry in summaries:
+        size = entry.output_bytes / 1e6 if entry.output_bytes else None
+        spread = f"{entry.wall_min_s:.1f}-{entry.wall_max_s:.1f}"
+        reference = (entry.reference or "").replace(" > /dev/null", "")
+        lines.append(f"{entry.name:<28} {entry.wall_s:>7.2f} {spread:>11} {fmt(entry.ratio, '{:.2f}x'):>6}  "
+                     f"{reference:<24} {fmt(size, '{:.1f}'):>8} {fmt(entry.pgdr_rss_mb, '{:.0f}'):>11} "
+                     f"{fmt(entry.child_rss_mb, '{:.0f}'):>6}"
+                     + (f"  ({entry.failures} failed)" if entry.failures else "")
+                     + ("  ROWS DIFFER" if entry.rows_match is False else ""))
+    lines += ["", f"{'case':<28} CPU s + s waiting for a core, by process (medians) | other processes' CPU s"]
+    for entry in summaries:
+        parts = ", ".join(f"{part} {seconds:.1f}+{entry.waiting_s.get(part, 0.0):.1f}"
+                          for part, seconds in entry.cpu_s.items())
+        phases = f"; check {entry.phases_s['check']:.1f} s before restoring" if "check" in entry.phases_s else ""
+        lines.append(f"{entry.name:<28} {parts} | {entry.other_cpu_s:.1f}{phases}")
+        lines.append(f"{'':<28} -> {entry.bottleneck}")
+    return "\n".join(lines)
+
+
+def target_checks(summaries: list[CaseSummary]) -> list[dict[str, object]]:
+    """Issue 6's targets (stated for the 1 GB case), each with the measured figure."""
+    by_name = {entry.name: entry for entry in summaries}
+    checks: list[dict[str, object]] = []
+
+    def check(text: str, measured: float | None, limit: float) -> None:
+        if measured is not None:
+            checks.append({"target": text, "measured": round(measured, 3), "limit": limit, "met": measured <= limit})
+
+    def ratio(case: str) -> float | None:
+        return by_name[case].ratio if case in by_name else None
+
+    check("pgdr backup gzip: wall <= 1.10x pg_dumpall", ratio(backup_case("gzip")), 1.10)
+    pgdr_gzip, old_gzip = by_name.get(backup_case("gzip")), by_name.get(DUMP_GZIP)
+    if pgdr_gzip and old_gzip and pgdr_gzip.output_bytes and old_gzip.output_bytes:
+        check("pgdr backup gzip: size <= gzip -6's (ratio)", pgdr_gzip.output_bytes / old_gzip.output_bytes, 1.0)
+    check("pgdr backup -> s3: wall <= 1.10x max(dump, upload)", ratio(S3_BACKUP), 1.10)
+    check("pgdr restore gzip: wall <= 1.00x gunzip|psql", ratio(restore_case("gzip")), 1.00)
+    check("pgdr restore split: wall <= 0.75x gunzip|psql", ratio(restore_case("split")), 0.75)
+    for entry in summaries:
+        if entry.name.startswith("pgdr") and entry.name != PGDR_STARTUP:
+            check(f"{entry.name}: pgdr peak RSS MB < {RSS_TARGET_MB}", entry.pgdr_rss_mb, RSS_TARGET_MB)
+    return checks
+
+
+def targets_text(checks: list[dict[str, object]], size: int) -> str:
+    lines = [f"Targets of issue 6 (stated for the 1 GB case; this run: {size / 1e9:g} GB)"]
+    lines += [f"  {'met ' if item['met'] else 'MISS'}  {item['target']}: {item['measured']}" for item in checks]
+    return "\n".join(lines)
+
+
+def as_json(summaries: list[CaseSummary]) -> dict[str, dict[str, object]]:
+    return {entry.name: asdict(entry) for entry in summaries}

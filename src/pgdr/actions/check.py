@@ -1,0 +1,131 @@
+"""pgdr check: are the backups fresh and sound? One line for Nagios, cron and CI; exit 0 or 15.
+
+Per target, the newest (non-safety) backup must exist, be younger than --max-age, be at least backup.min_size,
+not be under half the previous backup, and have its manifest (be verified). When drills are recorded in that
+target, the last one must have succeeded; with --max-drill-age it must also be recent enough (and exist).
+The first line is `OK: ...` or `CRITICAL: <the first problem>` with Nagios performance data after a `|`;
+one line per problem follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pgdr.actions.recover import drill_history
+from pgdr.catalog import BackupRecord, list_backups
+from pgdr.context import Context
+from pgdr.errors import PgdrError
+from pgdr.periods import format_period
+from pgdr.storage import open_storage
+from pgdr.ui import human_size
+
+
+@dataclass
+class Problem:
+    code: str  # no_backup, too_old, too_small, shrank, unverified, drill_failed, drill_too_old, no_drill, storage
+    target: str
+    message: str
+
+
+@dataclass
+class CheckReport:
+    problems: list[Problem] = field(default_factory=list)
+    newest: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def performance_data(self) -> str:
+        parts = [f"{target}_age={entry['age_seconds']}s {target}_size={entry['size']}B"
+                 for target, entry in self.newest.items()]
+        return " | " + " ".join(parts) if parts else ""
+
+    def first_line(self) -> str:
+        if self.ok:
+            summary = ", ".join(f"{target} {entry['key']} {format_period(entry['age_seconds'])} old, "
+                                f"{human_size(entry['size'])}" for target, entry in self.newest.items())
+            return f"OK: newest backup {summary}" + self.performance_data()
+        more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        return f"CRITICAL: {self.problems[0].message}{more}" + self.performance_data()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": "OK" if self.ok else "CRITICAL", "summary": self.first_line(),
+                "problems": [problem.__dict__ for problem in self.problems], "newest": self.newest}
+
+
+def backup_problems(records: list[BackupRecord], target: str, now: datetime, max_age: float, min_size: int
+                    ) -> list[Problem]:
+    """The newest backup of one target against the rules; records newest last, safety backups excluded."""
+    if not records:
+        return [Problem("no_backup", target, f"no backup in {target}")]
+    newest, problems = records[-1], []
+    age = (now - newest.key.created).total_seconds()
+    if age > max_age:
+        problems.append(Problem("too_old", target, f"newest backup in {target} is {format_period(age)} old "
+                                                   f"(max {format_period(max_age)}): {newest.key}"))
+    if newest.size < min_size:
+        problems.append(Problem("too_small", target, f"newest backup in {target} is {human_size(newest.size)}, "
+                                                     f"under backup.min_size {human_size(min_size)}: {newest.key}"))
+    if len(records) > 1 and newest.size * 2 < records[-2].size:
+        problems.append(Problem("shrank", target, f"newest backup in {target} is {human_size(newest.size)}, under "
+                                                  f"half the previous one ({human_size(records[-2].size)}): "
+                                                  f"{newest.key}"))
+    if not newest.verified:
+        why = newest.manifest_error or "no manifest"
+        problems.append(Problem("unverified", target, f"newest backup in {target} is unverified ({why}): "
+                                                      f"{newest.key}"))
+    return problems
+
+
+def drill_problems(history: list[dict[str, Any]], target: str, now: datetime, max_drill_age: float | None
+                   ) -> list[Problem]:
+    """The last recorded drill must have passed; with max_drill_age, it must exist and be recent enough."""
+    if not history:
+        if max_drill_age is None:
+            return []
+        return [Problem("no_drill", target, f"no drill recorded in {target} (max drill age "
+                                            f"{format_period(max_drill_age)}): run `pgdr drill`")]
+    last, problems = history[-1], []
+    if last.get("outcome") != "ok":
+        problems.append(Problem("drill_failed", target, f"last drill ({str(last.get('started_at', '?'))[:19]}, "
+                                                        f"{last.get('key') or 'no backup'}) failed: "
+                                                        f"{last.get('error') or last.get('outcome')}"))
+    if max_drill_age is not None:
+        started = _parse_time(last.get("started_at"))
+        age = (now - started).total_seconds() if started else float("inf")
+        if age > max_drill_age:
+            when = f"{format_period(age)} ago" if started else "at an unknown time"
+            problems.append(Problem("drill_too_old", target, f"last drill in {target} was {when} "
+                                                             f"(max {format_period(max_drill_age)})"))
+    return problems
+
+
+def _parse_time(value: object) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def check(context: Context, targets: list[str], max_age: float, max_drill_age: float | None = None,
+          now: datetime | None = None) -> CheckReport:
+    now = now or datetime.now(UTC)
+    report = CheckReport()
+    for target in targets:
+        try:
+            records = list_backups(open_storage(context.settings, target), context.settings.backup.min_size)
+            history = drill_history(context, target)
+        except PgdrError as error:
+            report.problems.append(Problem("storage", target, f"cannot read {target}: {error.message}"))
+            continue
+        report.problems += backup_problems(records, target, now, max_age, context.settings.backup.min_size)
+        report.problems += drill_problems(history, target, now, max_drill_age)
+        if records:
+            report.newest[target] = {"key": records[-1].key.key, "size": records[-1].size,
+                                     "age_seconds": round((now - records[-1].key.created).total_seconds()),
+                                     "verified": records[-1].verified}
+    return report

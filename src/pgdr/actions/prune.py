@@ -1,0 +1,138 @@
+"""pgdr prune: delete the backups that [retention] does not keep, per target, showing what goes and why.
+
+The choice is retention.select (pure); this module lists each storage, asks before deleting (unless --yes or
+configured to run after each backup), and deletes.
+
+Order of deletion, per backup: the backup object first, then its manifest. A crash in between leaves a
+manifest without its backup, which `pgdr list`, `restore latest` and retention all ignore (they start from the
+backup objects), and which the next prune removes as an orphan. The other order would leave, for a while, an
+intact backup without its manifest: listed as "unverified", a state that `pgdr check` treats as a problem.
+Either way no crash leaves a listed backup that cannot be restored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pgdr.artifact import MANIFEST_SUFFIX, is_backup_key
+from pgdr.catalog import list_backups
+from pgdr.context import Context
+from pgdr.drill_lock import read_by_drills
+from pgdr.errors import ConfigError, Refused
+from pgdr.locking import locked
+from pgdr.retention import Candidate, Decision, Policy, select
+from pgdr.storage import Storage, open_storage
+from pgdr.ui import human_size
+
+
+@dataclass
+class PrunePlan:
+    storage: Storage
+    keep: list[Decision]
+    delete: list[Decision]
+    sizes: dict[str, int]
+    orphans: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return self.storage.name
+
+    def freed(self) -> int:
+        return sum(self.sizes.get(key, 0) for key in self.deleted)
+
+    def as_json(self, dry_run: bool) -> dict[str, object]:
+        return {"target": self.target, "where": self.storage.describe(), "dry_run": dry_run,
+                "keep": [decision.as_json() for decision in self.keep],
+                "delete": [{**decision.as_json(), "size": self.sizes.get(decision.key, 0)} for decision in self.delete],
+                "deleted": self.deleted, "orphan_manifests": self.orphans}
+
+
+def orphan_manifests(keys: set[str]) -> list[str]:
+    """Manifests whose backup is gone (an earlier prune stopped between the two deletes)."""
+    return sorted(key for key in keys if key.endswith(MANIFEST_SUFFIX)
+                  and is_backup_key(key[: -len(MANIFEST_SUFFIX)]) and key[: -len(MANIFEST_SUFFIX)] not in keys)
+
+
+def plan(context: Context, target: str, now: datetime | None = None) -> PrunePlan:
+    retention = context.settings.retention
+    storage = open_storage(context.settings, target)
+    objects = storage.list()
+    records = list_backups(storage, context.settings.backup.min_size, include_safety=True)
+    candidates = [Candidate(record.key.key, record.key.created, record.verified, record.key.safety)
+                  for record in records]
+    protected = read_by_drills(objects, now or datetime.now(UTC), retention.drill_lock_max_age)
+    selection = select(candidates, Policy(**retention.rules_for(target)), protected)
+    return PrunePlan(storage, selection.keep, selection.delete, {record.key.key: record.size for record in records},
+                     orphan_manifests({item.key for item in objects}))
+
+
+def show(context: Context, prune_plan: PrunePlan, dry_run: bool) -> None:
+    output = context.output
+    verb = "would delete" if dry_run else "delete"
+    output.step(f"{prune_plan.target} ({prune_plan.storage.describe()}): keep {len(prune_plan.keep)}, "
+                f"{verb} {len(prune_plan.delete)}")
+    for decision in prune_plan.keep:
+        output.info(f"   keep    {decision.key}  ({'; '.join(decision.reasons)})")
+    for decision in prune_plan.delete:
+        output.info(f"   {verb:<7} {decision.key}  {human_size(prune_plan.sizes.get(decision.key, 0))}  "
+                    f"({'; '.join(decision.reasons)})")
+    for key in prune_plan.orphans:
+        output.info(f"   {verb:<7} {key}  (manifest without its backup)")
+
+
+def confirm(context: Context, plans: list[PrunePlan]) -> None:
+    count = sum(len(prune_plan.delete) for prune_plan in plans)
+    if count == 0 or context.assume_yes:
+        return
+    if context.output.interactive and context.output.confirm(f"Delete {count} backups?"):
+        return
+    raise Refused(f"refusing to delete {count} backups without confirmation",
+                  "re-run with --yes (see the list above), or --dry-run to only look")
+
+
+def delete_object(storage: Storage, key: str) -> None:
+    """Delete one object; in a local folder, also its day folder once that is empty."""
+    storage.delete(key)
+    path = storage.local_path(key)
+    if path is not None and path.parent.name.isdigit():
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass  # not empty: other backups of that day are kept
+
+
+def delete_backup(storage: Storage, key: str) -> None:
+    """Backup object first, then its manifest: see the module docstring for why."""
+    delete_object(storage, key)
+    delete_object(storage, key + MANIFEST_SUFFIX)
+
+
+def execute(context: Context, prune_plan: PrunePlan) -> None:
+    for decision in prune_plan.delete:
+        delete_backup(prune_plan.storage, decision.key)
+        prune_plan.deleted.append(decision.key)
+    for key in prune_plan.orphans:
+        delete_object(prune_plan.storage, key)
+    context.output.success(f"Pruned {prune_plan.target}: deleted {len(prune_plan.deleted)} backups "
+                           f"({human_size(prune_plan.freed())}), kept {len(prune_plan.keep)}")
+
+
+@locked("prune")
+def prune(context: Context, targets: list[str] | None = None, dry_run: bool = False, confirmed: bool = False
+          ) -> list[PrunePlan]:
+    """Plan every target first, show the plans, confirm once, then delete. confirmed: after a backup."""
+    if not dry_run and not context.settings.retention.enabled:
+        raise ConfigError("retention is not enabled: pgdr prune deletes nothing until it is",
+                          "set [retention] enabled = true (and the keep_* counts you want), or use --dry-run")
+    plans = [plan(context, target) for target in (targets or context.settings.backup.targets)]
+    for prune_plan in plans:
+        show(context, prune_plan, dry_run)
+    if dry_run:
+        return plans
+    if not confirmed:
+        confirm(context, plans)
+    for prune_plan in plans:
+        execute(context, prune_plan)
+    return plans

@@ -1,0 +1,62 @@
+"""Metrics: backup, drill and restore write Prometheus text format to the configured file (parsed here by
+prometheus_client's own parser), other operations' series survive each update, and `pgdr status` shows them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ops_helpers import set_config
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Project
+from pgdr.artifact import MANIFEST_SUFFIX
+
+
+def read_metrics(project: Project) -> dict[str, dict[str, float]]:
+    """metric name -> {operation label or '': value}, every family a gauge."""
+    found: dict[str, dict[str, float]] = {}
+    text = (project.root / "textfile" / "pgdr.prom").read_text()
+    for family in text_string_to_metric_families(text):
+        assert family.type == "gauge", family.name
+        assert family.documentation, family.name
+        for sample in family.samples:
+            found.setdefault(sample.name, {})[sample.labels.get("operation", "")] = sample.value
+    return found
+
+
+def test_backup_drill_restore_write_metrics_and_status_shows_them(running_project: Project):
+    project = running_project
+    set_config(project, '[metrics]\ntextfile = "textfile/pgdr.prom"\n')
+    started = time.time()
+    project.ok("backup")
+    values = read_metrics(project)
+    manifest = json.loads(next(project.backups.rglob("*" + MANIFEST_SUFFIX)).read_text())
+    assert values["pgdr_last_outcome"] == {"backup": 1}
+    assert values["pgdr_backup_size_bytes"][""] == manifest["size"]
+    assert 0 < values["pgdr_duration_seconds"]["backup"] < 120
+    assert started - 1 <= values["pgdr_last_success_timestamp_seconds"]["backup"] <= time.time() + 1
+    succeeded_at = values["pgdr_last_success_timestamp_seconds"]["backup"]
+
+    project.ok("drill")
+    values = read_metrics(project)
+    assert values["pgdr_last_outcome"] == {"backup": 1, "drill": 1}
+    assert 0 < values["pgdr_drill_rto_seconds"][""] < 240
+    assert values["pgdr_backup_size_bytes"][""] == manifest["size"], "the backup's series are kept"
+
+    project.ok("restore", "latest", "--clean", "--yes")
+    assert read_metrics(project)["pgdr_last_outcome"]["restore"] == 1
+
+    project.ok("down")
+    assert project.pgdr("backup").returncode != 0
+    values = read_metrics(project)
+    assert values["pgdr_last_outcome"]["backup"] == 0
+    assert values["pgdr_last_success_timestamp_seconds"]["backup"] == succeeded_at
+    assert values["pgdr_last_run_timestamp_seconds"]["backup"] > succeeded_at
+    assert sorted(path.name for path in (project.root / "textfile").iterdir()) == ["pgdr.prom"]
+
+    status = project.pgdr("status")
+    assert "Last backup: FAILED" in status.stdout and "(last success" in status.stdout
+    assert "Last drill: ok" in status.stdout and "Last drill RTO: " in status.stdout
+    report = json.loads(project.pgdr("status", "--json").stdout)
+    assert report["metrics"]["operations"]["backup"]["last_outcome"] == 0

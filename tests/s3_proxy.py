@@ -1,0 +1,134 @@
+"""A tiny TCP proxy for failure injection: forwards to moto, and cuts connections once N bytes went through.
+
+`cut_after` bytes client -> server (uploads), or `cut_download_after` bytes server -> client (downloads), all
+connections together, may pass; the connection that crosses the line is reset, and so is every later one
+until `cuts` connections were cut (None: the network stays down for good). With `cuts=1` the failure is
+transient, which is what a retry should ride over.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+
+BUFFER = 64 * 1024
+
+
+def reset(connection: socket.socket) -> None:
+    """Cut the connection as a dropped network does: SO_LINGER 0 makes the close a RST; the shutdown first wakes
+    the other pump thread blocked on this socket (a plain close would wait for it)."""
+    try:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        connection.close()
+    except OSError:
+        pass
+
+
+@dataclass
+class CuttingProxy:
+    target_port: int
+    cut_after: int | None = None
+    cuts: int | None = None
+    cut_download_after: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    forwarded: int = 0
+    downloaded: int = 0
+    connections_cut: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _listener: socket.socket | None = None
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> CuttingProxy:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, 0))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _down(self) -> bool:
+        """True when the connection at hand must be cut (counts the cut)."""
+        with self._lock:
+            upload_cut = self.cut_after is not None and self.forwarded >= self.cut_after
+            download_cut = self.cut_download_after is not None and self.downloaded >= self.cut_download_after
+            if not (upload_cut or download_cut):
+                return False
+            if self.cuts is not None and self.connections_cut >= self.cuts:
+                return False
+            self.connections_cut += 1
+            return True
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        if self._down():
+            reset(client)
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            reset(client)
+            return
+        threading.Thread(target=self._pump_down, args=(upstream, client), daemon=True).start()
+        self._pump_up(client, upstream)
+
+    def _pump_up(self, client: socket.socket, upstream: socket.socket) -> None:
+        """client -> moto, counting bytes; past the line, reset both ends mid-request."""
+        try:
+            while data := client.recv(BUFFER):
+                with self._lock:
+                    self.forwarded += len(data)
+                if self._down():
+                    reset(client)
+                    reset(upstream)
+                    return
+                upstream.sendall(data)
+        except OSError:
+            pass
+        _shutdown(upstream)
+
+    def _pump_down(self, upstream: socket.socket, client: socket.socket) -> None:
+        try:
+            while data := upstream.recv(BUFFER):
+                with self._lock:
+                    self.downloaded += len(data)
+                if self._down():
+                    reset(client)
+                    reset(upstream)
+                    return
+                client.sendall(data)
+        except OSError:
+            pass
+        _shutdown(client)
+
+
+def _shutdown(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass

@@ -1,0 +1,213 @@
+"""Streaming codecs: round trips in small chunks, gunzip compatibility, truncation and corruption detection."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import shutil
+import subprocess
+
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgdr.compression import DECOMPRESSION_ERRORS, Identity, make_compressor, make_decompressor
+
+CODECS = ["gzip", "zstd", "none"]
+COMPRESSED_CODECS = ["gzip", "zstd"]
+
+
+def sample_data(size: int = 300_000, seed: int = 7) -> bytes:
+    """SQL-ish text with some incompressible bytes: both the literal and the Huffman paths get exercised."""
+    generator = random.Random(seed)
+    lines = []
+    while sum(map(len, lines)) < size:
+        lines.append(b"%d\tcustomer %d\tline\\nwith escapes \\\\ %s\n" % (
+            generator.randrange(10**9), generator.randrange(1000), generator.randbytes(12).hex().encode()))
+        if generator.random() < 0.01:
+            lines.append(generator.randbytes(200))
+    return b"".join(lines)[:size]
+
+
+def compress(codec: str, data: bytes, chunk_size: int = 65536, level: int | None = None) -> bytes:
+    compressor = make_compressor(codec, level)
+    parts = [compressor.compress(data[start : start + chunk_size]) for start in range(0, len(data), chunk_size)]
+    return b"".join(parts) + compressor.flush()
+
+
+def decompress(codec: str, blob: bytes, chunk_size: int = 65536) -> bytes:
+    decompressor = make_decompressor(codec)
+    parts = [decompressor.decompress(blob[start : start + chunk_size]) for start in range(0, len(blob), chunk_size)]
+    return b"".join(parts) + decompressor.finish()
+
+
+DATA = sample_data()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize(("compress_chunk", "decompress_chunk"), [(1, 1), (7, 13), (4096, 1), (65536, 65536),
+                                                                  (1 << 20, 3)])
+def test_round_trip_in_small_chunks(codec: str, compress_chunk: int, decompress_chunk: int) -> None:
+    data = DATA if compress_chunk > 1 and decompress_chunk > 1 else DATA[:20_000]
+    blob = compress(codec, data, compress_chunk)
+    assert decompress(codec, blob, decompress_chunk) == data
+    if codec != "none":
+        assert len(blob) < len(data)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_empty_input_round_trips(codec: str) -> None:
+    blob = compress(codec, b"")
+    assert decompress(codec, blob) == b""
+    if codec != "none":
+        assert blob  # a valid empty stream still has a header and a trailer
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(CODECS), st.binary(max_size=5000), st.integers(1, 600), st.integers(1, 600))
+def test_round_trip_any_bytes_any_chunking(codec: str, data: bytes, compress_chunk: int, decompress_chunk: int) -> None:
+    assert decompress(codec, compress(codec, data, compress_chunk), decompress_chunk) == data
+
+
+@pytest.mark.parametrize("level", [None, 0, 1, 2, 3])
+def test_gzip_output_is_read_by_the_stdlib_gzip_module(level: int | None) -> None:
+    blob = compress("gzip", DATA, 1000, level)
+    assert blob[:2] == b"\x1f\x8b"
+    assert gzip.decompress(blob) == DATA
+
+
+def test_gzip_output_is_read_by_gunzip() -> None:
+    blob = compress("gzip", DATA, 777)
+    result = subprocess.run(["gunzip", "-c"], input=blob, capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == DATA
+    tested = subprocess.run(["gunzip", "-t"], input=blob, capture_output=True, check=False)
+    assert tested.returncode == 0, tested.stderr
+
+
+def test_gzip_cli_output_is_read_by_our_decompressor() -> None:
+    blob = subprocess.run(["gzip", "-c", "-6"], input=DATA, capture_output=True, check=True).stdout
+    assert decompress("gzip", blob, 333) == DATA
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 10, 4096, 1 << 20])
+def test_concatenated_gzip_members_are_one_stream(chunk_size: int) -> None:
+    first, second = DATA[:50_000], DATA[50_000:90_000]
+    cli_member = subprocess.run(["gzip", "-c"], input=b"third member\n", capture_output=True, check=True).stdout
+    blob = compress("gzip", first) + compress("gzip", second) + cli_member + compress("gzip", b"")
+    assert gzip.decompress(blob) == first + second + b"third member\n"
+    assert decompress("gzip", blob, chunk_size) == first + second + b"third member\n"
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd CLI not installed")
+def test_zstd_output_is_read_by_the_zstd_cli_and_carries_a_checksum() -> None:
+    blob = compress("zstd", DATA, 999)
+    assert zstandard.get_frame_parameters(blob).has_checksum
+    result = subprocess.run(["zstd", "-d", "-c", "-q"], input=blob, capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == DATA
+
+
+@pytest.mark.parametrize("chunk_size", [1, 6, 4096, 1 << 20])
+def test_concatenated_zstd_frames_are_one_stream(chunk_size: int) -> None:
+    first, second = DATA[:50_000], DATA[50_000:]
+    blob = compress("zstd", first) + compress("zstd", second)
+    assert decompress("zstd", blob, chunk_size) == first + second
+
+
+@pytest.mark.parametrize("codec", COMPRESSED_CODECS)
+@pytest.mark.parametrize("trailer", [b"garbage", b"\x00" * 16, b"\x1f"])
+def test_bytes_after_the_stream_are_not_ignored(codec: str, trailer: bytes) -> None:
+    blob = compress(codec, DATA[:5000]) + trailer
+    for chunk_size in (1, 4096, len(blob)):
+        with pytest.raises(DECOMPRESSION_ERRORS):
+            decompress(codec, blob, chunk_size)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED_CODECS)
+def test_truncated_streams_raise_on_finish(codec: str) -> None:
+    blob = compress(codec, DATA)
+    for cut in [0, 1, 2, 9, 10, len(blob) // 3, len(blob) // 2, len(blob) - 9, len(blob) - 4, len(blob) - 1]:
+        decompressor = make_decompressor(codec)
+        for start in range(0, cut, 4096):
+            decompressor.decompress(blob[start : min(start + 4096, cut)])
+        with pytest.raises(DECOMPRESSION_ERRORS) as raised:
+            decompressor.finish()
+        assert isinstance(raised.value, ValueError)
+        assert "truncated" in str(raised.value)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED_CODECS)
+def test_every_truncation_of_a_small_stream_is_caught(codec: str) -> None:
+    blob = compress(codec, DATA[:3000])
+    for cut in range(len(blob)):
+        with pytest.raises(DECOMPRESSION_ERRORS):
+            decompress(codec, blob[:cut], 64)
+
+
+def flipped(blob: bytes, bit: int) -> bytes:
+    damaged = bytearray(blob)
+    damaged[bit // 8] ^= 1 << (bit % 8)
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED_CODECS)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_bit_flips_raise_and_never_silently_change_the_data(codec: str, seed: int) -> None:
+    data = sample_data(4000, seed)
+    blob = compress(codec, data)
+    raised = unchanged = 0
+    for bit in range(len(blob) * 8):
+        try:
+            output = decompress(codec, flipped(blob, bit), 512)
+        except DECOMPRESSION_ERRORS:
+            raised += 1
+            continue
+        # The only flips allowed through are in fields no decoder checks and that cannot change the data
+        # (gzip's MTIME/XFL/OS/FTEXT header bytes, unused padding bits): the output must be intact.
+        assert output == data, f"bit {bit} of {len(blob) * 8} changed the data without an error"
+        unchanged += 1
+    assert raised >= 0.95 * len(blob) * 8
+    assert raised + unchanged == len(blob) * 8
+
+
+def test_gzip_flips_in_the_deflate_data_and_trailer_all_raise() -> None:
+    blob = compress("gzip", DATA[:4000])
+    trailer_start = len(blob) - 8  # CRC32 and ISIZE
+    for bit in range(trailer_start * 8, len(blob) * 8):
+        with pytest.raises(DECOMPRESSION_ERRORS):
+            decompress("gzip", flipped(blob, bit))
+    body_bits = range(10 * 8, (trailer_start - 2) * 8, 3)
+    failures = [bit for bit in body_bits if not _raises(lambda bit=bit: decompress("gzip", flipped(blob, bit)))]
+    assert failures == []
+
+
+def _raises(function) -> bool:
+    try:
+        function()
+    except DECOMPRESSION_ERRORS:
+        return True
+    return False
+
+
+def test_random_garbage_is_not_a_stream() -> None:
+    garbage = os.urandom(4096)
+    for codec in COMPRESSED_CODECS:
+        with pytest.raises(DECOMPRESSION_ERRORS):
+            decompress(codec, garbage)
+
+
+def test_none_is_the_identity() -> None:
+    assert isinstance(make_compressor("none"), Identity)
+    assert isinstance(make_decompressor("none"), Identity)
+    identity = Identity()
+    assert identity.compress(b"abc") == b"abc" and identity.decompress(b"abc") == b"abc"
+    assert identity.flush() == b"" and identity.finish() == b""
+
+
+def test_zstd_levels_are_honoured() -> None:
+    fast, strong = compress("zstd", DATA, level=1), compress("zstd", DATA, level=19)
+    assert len(strong) < len(fast)
+    assert decompress("zstd", strong) == decompress("zstd", fast) == DATA

@@ -1,0 +1,224 @@
+"""LocalStorage: uploads invisible until commit, nothing left on abort, 0600 files, keys kept inside the folder,
+disk-full and file-size-limit errors that name the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pgdr.errors import ExitCode, StorageError, UsageError
+from pgdr.storage.local import LocalStorage
+
+KEY = "20251116/postgres-all-20251116-095831.sql.gz"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "backups")
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
+
+
+def test_upload_is_invisible_until_commit(storage: LocalStorage) -> None:
+    upload = storage.open_upload(KEY)
+    upload.write(b"first part, ")
+    upload.write(b"second part")
+    assert storage.list() == []
+    assert storage.get_bytes(KEY) is None
+    assert not (storage.root / KEY).exists()
+    with pytest.raises(StorageError, match="not found"):
+        storage.open_download(KEY)
+    upload.commit()
+    assert [(item.key, item.size) for item in storage.list()] == [(KEY, len(b"first part, second part"))]
+    assert storage.get_bytes(KEY) == b"first part, second part"
+    with storage.open_download(KEY) as handle:
+        assert handle.read() == b"first part, second part"
+    assert files_under(storage.root) == [KEY]  # no temporary left beside it
+
+
+def test_abort_leaves_nothing(storage: LocalStorage) -> None:
+    upload = storage.open_upload(KEY)
+    upload.write(b"x" * 100_000)
+    assert len(files_under(storage.root)) == 1  # the hidden partial file
+    upload.abort()
+    assert files_under(storage.root) == []
+    assert storage.list() == []
+    upload.abort()  # twice is harmless
+
+
+def test_abort_keeps_an_earlier_committed_backup(storage: LocalStorage) -> None:
+    storage.put_bytes(KEY, b"good backup")
+    upload = storage.open_upload(KEY)
+    upload.write(b"broken replacement")
+    upload.abort()
+    assert storage.get_bytes(KEY) == b"good backup"
+    assert files_under(storage.root) == [KEY]
+
+
+def test_commit_replaces_atomically(storage: LocalStorage) -> None:
+    storage.put_bytes(KEY, b"old")
+    upload = storage.open_upload(KEY)
+    upload.write(b"new")
+    assert storage.get_bytes(KEY) == b"old"
+    upload.commit()
+    assert storage.get_bytes(KEY) == b"new"
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o022, 0o077])
+def test_files_are_0600_whatever_the_umask(storage: LocalStorage, mask: int) -> None:
+    original = os.umask(mask)
+    try:
+        storage.put_bytes(KEY, b"data")
+        storage.put_bytes(KEY + ".manifest.json", b"{}")
+        upload = storage.open_upload("20251117/postgres-all-20251117-000000.sql.gz")
+        partial = next(path for path in storage.root.rglob(".*") if path.is_file())
+        assert stat.S_IMODE(partial.stat().st_mode) == 0o600
+        upload.abort()
+    finally:
+        os.umask(original)
+    for key in (KEY, KEY + ".manifest.json"):
+        assert stat.S_IMODE((storage.root / key).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../escape.sql.gz", "20251116/../../escape.sql.gz", "/etc/passwd", "/tmp/x", "", ".", "20251116/..",
+     "safety/../../x", "a/" * 3 + "../" * 4 + "x"],
+)
+def test_keys_escaping_the_folder_are_refused(storage: LocalStorage, key: str, tmp_path: Path) -> None:
+    for operation in (storage.open_upload, storage.open_download, storage.delete, storage.get_bytes,
+                      storage.local_path, lambda key: storage.put_bytes(key, b"x")):
+        with pytest.raises(UsageError) as raised:
+            operation(key)
+        assert raised.value.exit_code == ExitCode.CONFIG
+        assert "pgdr list" in raised.value.hint
+    assert not (tmp_path / "escape.sql.gz").exists() and not (tmp_path / "x").exists()
+
+
+def test_symlink_out_of_the_folder_is_refused(storage: LocalStorage, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    storage.root.mkdir()
+    (storage.root / "20251116").symlink_to(outside)
+    with pytest.raises(UsageError, match="escapes the backup dir"):
+        storage.put_bytes(KEY, b"x")
+    assert list(outside.iterdir()) == []
+
+
+def test_keys_inside_the_folder_are_accepted(storage: LocalStorage) -> None:
+    assert storage.local_path("safety/" + KEY) == storage.root.resolve() / "safety" / KEY
+    assert storage.local_path("a/../" + KEY) == storage.root.resolve() / KEY
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=40))
+@example("a\x00b")
+@example("../" * 40)
+def test_any_key_maps_inside_the_folder_or_is_refused(tmp_path: Path, key: str) -> None:
+    storage = LocalStorage(tmp_path / "backups")
+    try:
+        path = storage.path_of(key)
+    except UsageError:
+        return
+    assert storage.root.resolve() in path.parents
+
+
+def test_list_is_sorted_skips_hidden_files_and_handles_a_missing_folder(storage: LocalStorage) -> None:
+    assert storage.list() == []
+    for key in ("b/2", "a/1", "c"):
+        storage.put_bytes(key, key.encode())
+    (storage.root / "a" / ".hidden").write_bytes(b"x")
+    items = storage.list()
+    assert [item.key for item in items] == ["a/1", "b/2", "c"]
+    assert all(item.modified.tzinfo is not None for item in items)
+
+
+def test_delete(storage: LocalStorage) -> None:
+    storage.put_bytes(KEY, b"x")
+    storage.delete(KEY)
+    assert storage.list() == []
+    storage.delete(KEY)  # already gone: fine
+
+
+FILL_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+    from pgdr.errors import StorageError
+    from pgdr.storage.local import LocalStorage
+
+    if sys.argv[2] != "none":
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+    storage = LocalStorage(Path(sys.argv[1]))
+    upload = storage.open_upload("20251116/postgres-all-20251116-095831.sql.gz")
+    try:
+        for _ in range(64):
+            upload.write(b"x" * 65536)
+        upload.commit()
+    except StorageError as error:
+        upload.abort()
+        print(json.dumps({"message": error.message, "hint": error.hint, "code": int(error.exit_code)}))
+        sys.exit(0)
+    sys.exit(3)
+""")
+
+
+def fill(root: Path, limit: str) -> dict[str, object]:
+    result = subprocess.run([sys.executable, "-c", FILL_SCRIPT, str(root), limit], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stdout}{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def test_file_size_limit_is_a_storage_error_naming_the_fix(tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    error = fill(root, str(256 * 1024))
+    assert error["code"] == ExitCode.STORAGE
+    assert error["message"].startswith("file size limit reached while writing")
+    assert "ulimit -f" in error["hint"]
+    assert files_under(root) == []
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs: a real ENOSPC (needs root and mount rights, else skipped)."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
+                             capture_output=True, check=False) if os.geteuid() == 0 else None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False)
+
+
+def test_disk_full_is_a_storage_error_naming_the_fix(tiny_filesystem: Path) -> None:
+    root = tiny_filesystem / "backups"
+    error = fill(root, "none")
+    assert error["code"] == ExitCode.STORAGE
+    assert error["message"].startswith("disk full while writing")
+    assert f"free space in {root.resolve() / '20251116'}" in error["hint"]
+    assert "backup.dir" in error["hint"]
+    assert files_under(root) == []
+
+
+def test_disk_full_through_put_bytes_leaves_nothing(tiny_filesystem: Path) -> None:
+    storage = LocalStorage(tiny_filesystem / "backups")
+    with pytest.raises(StorageError, match="disk full"):
+        storage.put_bytes(KEY, b"x" * (2 * 1024 * 1024))
+    assert files_under(storage.root) == []
+    storage.put_bytes(KEY, b"small")  # space is back once the partial file is gone
+    assert storage.get_bytes(KEY) == b"small"

@@ -443,9 +443,12 @@ def prepare_database(target: Target, database: str) -> None:
         connection.execute(f'COMMENT ON DATABASE "{database}" IS NULL')
 
 
-def load_database(target: Target, database: str, size: int, seed: int, log: Callable[[str], None]) -> None:
+def load_database(target: Target, database: str, size: int, seed: int, log: Callable[[str], None],
+                  running: list[psycopg.Connection]) -> None:
+    """running: connections in use, so an interrupt can cancel their queries."""
     counts = {f"n_{name}": rows for name, rows in row_counts(size).items()} | {"seed": seed}
     with target.connect(database) as connection:
+        running.append(connection)
         for setting in ("max_parallel_workers_per_gather = 0", "maintenance_work_mem = '256MB'",
                         "synchronous_commit = off"):
             connection.execute(f"SET {setting}")
@@ -476,9 +479,17 @@ def generate(target: Target, size: int, seed: int = DEFAULT_SEED, jobs: int = 0,
     for database in todo:
         prepare_database(target, database)
     log(f"Generating {', '.join(todo) or 'nothing (data is current)'} for {size / 1000**2:,.0f} MB, seed {seed}")
-    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
-        for future in [pool.submit(load_database, target, database, size, seed, log) for database in todo]:
+    pool, running = ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2), list[psycopg.Connection]()
+    try:
+        for future in [pool.submit(load_database, target, database, size, seed, log, running) for database in todo]:
             future.result()
+    except BaseException:  # Ctrl-C or a failed database: stop the others now rather than after their last table
+        pool.shutdown(wait=False, cancel_futures=True)
+        for connection in running:
+            if not connection.closed:
+                connection.cancel()
+        raise
+    pool.shutdown()
     return todo
 
 

@@ -43,10 +43,12 @@ from measure import CaseFailed, Result, Stage, run_pipeline
 from report import (
     DUMP,
     DUMP_GZIP,
+    MOTO,
     PGDR_STARTUP,
     RESTORE_BASELINE,
     S3_BACKUP,
     S3_UPLOAD,
+    SERVER,
     RoundResults,
     backup_case,
     restore_case,
@@ -220,9 +222,13 @@ def dump_argv(bench: Bench) -> list[str]:
     return [bench.tool("pg_dumpall"), "--no-role-passwords", "--no-password"]
 
 
+def source_server(bench: Bench) -> dict[str, int | None]:
+    return {SERVER: bench.source.pid()}
+
+
 def case_dump(bench: Bench, state: Round) -> Result:
     return run_pipeline([Stage("pg_dumpall", dump_argv(bench))], env=bench.client_env(bench.source.target),
-                        timeout=bench.timeout, postmaster_pid=bench.source.pid())
+                        timeout=bench.timeout, servers=source_server(bench))
 
 
 def case_pgdr_startup(bench: Bench, state: Round) -> Result:
@@ -233,7 +239,7 @@ def case_pgdr_startup(bench: Bench, state: Round) -> Result:
 def case_dump_gzip(bench: Bench, state: Round) -> Result:
     result = run_pipeline([Stage("pg_dumpall", dump_argv(bench)), Stage("gzip", ["gzip", "-6"])],
                           env=bench.client_env(bench.source.target), timeout=bench.timeout,
-                          stdout=state.baseline, postmaster_pid=bench.source.pid())
+                          stdout=state.baseline, servers=source_server(bench))
     result.output_bytes = state.baseline.stat().st_size
     return result
 
@@ -249,13 +255,12 @@ def variant_env(variant: str) -> dict[str, str]:
 
 
 def run_pgdr(bench: Bench, project: Project, args: list[str], env: dict[str, str], children: str,
-             config: Path | None = None) -> Result:
+             config: Path | None = None, servers: dict[str, int | None] | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="pgdr-bench-rusage-") as scratch:
         rusage = Path(scratch) / "rusage.json"
         stage = Stage("pgdr", project.argv(*args, config=config, rusage_file=rusage), rusage, children)
         return run_pipeline([stage], env=project.environment(env), timeout=bench.timeout, cwd=project.root,
-                            capture_output=True, postmaster_pid=bench.source.pid() if project is bench.source
-                            else project.pid())
+                            capture_output=True, servers={SERVER: project.pid()} | (servers or {}))
 
 
 def case_pgdr_backup(variant: str) -> Callable[[Bench, Round], Result]:
@@ -283,11 +288,16 @@ def bucket_objects(moto: Moto) -> dict[str, int]:
     return {item["Key"]: int(item["Size"]) for page in pages for item in page.get("Contents", [])}
 
 
+def moto_server(bench: Bench) -> dict[str, int | None]:
+    process = bench.moto.process if bench.moto else None
+    return {MOTO: process.pid if process else None}
+
+
 def case_s3_backup(bench: Bench, state: Round) -> Result:
     assert bench.moto is not None
     before = bucket_objects(bench.moto)
     result = run_pgdr(bench, bench.source, ["backup"], bench.moto.environment(), "pg_dumpall+pg_dump (children)",
-                      config=bench.source.s3_config)
+                      config=bench.source.s3_config, servers=moto_server(bench))
     new = {key: size for key, size in bucket_objects(bench.moto).items() if key not in before}
     result.output_bytes = sum(size for key, size in new.items() if not key.endswith(MANIFEST_SUFFIX))
     return result
@@ -301,7 +311,8 @@ def case_s3_upload(bench: Bench, state: Round) -> Result:
         raise CaseFailed("nothing to upload: neither pgdr's gzip backup nor the baseline file exists this round")
     stage = Stage("boto3 upload_file", [sys.executable, "-c", UPLOAD_CODE, str(source), MOTO_BUCKET,
                                         f"upload-alone/round-{state.index}"])
-    result = run_pipeline([stage], env=bench.source.environment(bench.moto.environment()), timeout=bench.timeout)
+    result = run_pipeline([stage], env=bench.source.environment(bench.moto.environment()), timeout=bench.timeout,
+                          servers=moto_server(bench))
     result.output_bytes = source.stat().st_size
     return result
 
@@ -320,7 +331,7 @@ def case_restore_baseline(bench: Bench, state: Round) -> Result:
         psql = [bench.tool("psql"), "--no-psqlrc", "--quiet", "--dbname", "postgres"]
         result = run_pipeline([Stage("gunzip", ["gunzip", "-c", str(state.baseline)]), Stage("psql", psql)],
                               env=bench.client_env(bench.scratch.target), timeout=bench.timeout,
-                              postmaster_pid=bench.scratch.pid())
+                              servers={SERVER: bench.scratch.pid()})
         result.extra |= verify(bench, bench.scratch.target)
         result.extra["psql_errors"] = result.stderr.get("psql", "").count("ERROR:")
     finally:

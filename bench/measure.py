@@ -2,8 +2,8 @@
 
 CPU time per stage is exact: each process is reaped with wait4(), whose rusage includes the children it waited
 for (pg_dumpall's pg_dump children, for instance). A Python stage started through rusage_run.py is split further
-into the process itself and its children. The PostgreSQL server's CPU is the postmaster's own, its live
-children's and its reaped children's time (psutil), before and after. The machine's busy CPU time over the same
+into the process itself and its children. A server's CPU (PostgreSQL, moto) is its own, its live children's and
+its reaped children's time (psutil), before and after. The machine's busy CPU time over the same
 interval shows how much of the box other processes took while the case ran.
 
 Peak RSS is VmHWM (/proc/PID/status), sampled every 50 ms for every process of the pipeline and its descendants.
@@ -29,7 +29,6 @@ from typing import IO
 import psutil
 
 POLL_SECONDS = 0.01
-SERVER = "postgres server"
 SAMPLE_SECONDS = 0.05
 TERM_GRACE_SECONDS = 10
 STDERR_TAIL = 2000
@@ -54,7 +53,7 @@ class Result:
     wall_s: float
     cpu_s: dict[str, float]
     peak_rss_mb: dict[str, float]
-    server_cpu_s: float | None
+    server_cpu_s: dict[str, float]
     machine_busy_s: float
     run_queue_s: dict[str, float]
     lines: list[tuple[float, str]] = field(default_factory=list)
@@ -64,13 +63,12 @@ class Result:
 
     @property
     def our_cpu_s(self) -> float:
-        return sum(self.cpu_s.values()) + (self.server_cpu_s or 0.0)
+        return sum(self.cpu_s.values()) + sum(self.server_cpu_s.values())
 
     def as_json(self) -> dict[str, object]:
         return {
             "wall_s": round(self.wall_s, 3),
-            "cpu_s": {name: round(seconds, 3) for name, seconds in self.cpu_s.items()}
-            | ({SERVER: round(self.server_cpu_s, 3)} if self.server_cpu_s is not None else {}),
+            "cpu_s": {name: round(seconds, 3) for name, seconds in (self.cpu_s | self.server_cpu_s).items()},
             "peak_rss_mb": {name: round(megabytes, 1) for name, megabytes in self.peak_rss_mb.items()},
             "waiting_for_cpu_s": {name: round(seconds, 3) for name, seconds in self.run_queue_s.items()},
             "machine_busy_cpu_s": round(self.machine_busy_s, 3),
@@ -85,12 +83,10 @@ def machine_busy_seconds() -> float:
     return float(times.user + times.nice + times.system + getattr(times, "irq", 0) + getattr(times, "softirq", 0))
 
 
-def server_cpu_seconds(postmaster_pid: int | None) -> float | None:
-    """CPU of a PostgreSQL server: the postmaster, its live children and the children it has reaped."""
-    if postmaster_pid is None:
-        return None
+def server_cpu_seconds(pid: int) -> float | None:
+    """CPU of a server: the process (a postmaster, moto), its live children and the children it has reaped."""
     try:
-        postmaster = psutil.Process(postmaster_pid)
+        postmaster = psutil.Process(pid)
         live = 0.0
         for child in postmaster.children():
             try:
@@ -213,19 +209,20 @@ class Sampler(threading.Thread):
     """Every 50 ms: peak RSS (VmHWM) and run-queue wait of each role's processes.
 
     A role is a stage and its descendants, or, for a stage under rusage_run.py, the stage alone and its
-    descendants under the stage's children_name: the same split as the CPU figures. The server's processes
-    (postmaster and every backend) form the role `postgres server`; only their run-queue wait is sampled.
+    descendants under the stage's children_name: the same split as the CPU figures. A server's processes (the
+    postmaster and every backend, say) form one role named after it; only their run-queue wait is sampled.
     """
 
-    def __init__(self, stages: list[Stage], processes: list[subprocess.Popen[bytes]], server: int | None) -> None:
+    def __init__(self, stages: list[Stage], processes: list[subprocess.Popen[bytes]], servers: dict[str, int]
+                 ) -> None:
         super().__init__(daemon=True)
         self.roots = [(process.pid, stage) for stage, process in zip(stages, processes, strict=True)]
-        self.server, self.done = server, threading.Event()
+        self.servers, self.done = servers, threading.Event()
         self.peaks: dict[str, float] = {}
         self.waits: dict[int, tuple[str, int, int]] = {}  # pid -> role, first seen, last seen (ns)
-        if server is not None:
+        for name, server in servers.items():
             for pid in [server, *descendants(server)]:
-                self._wait(pid, SERVER, baseline=True)
+                self._wait(pid, name, baseline=True)
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_SECONDS):
@@ -236,9 +233,9 @@ class Sampler(threading.Thread):
             self._sample(root, stage.name, root=True)
             for child in descendants(root):
                 self._sample(child, stage.children_name if stage.rusage_file else stage.name, root=False)
-        if self.server is not None:
-            for pid in [self.server, *descendants(self.server)]:
-                self._wait(pid, SERVER, baseline=False)
+        for name, server in self.servers.items():
+            for pid in [server, *descendants(server)]:
+                self._wait(pid, name, baseline=False)
 
     def _sample(self, pid: int, role: str, root: bool) -> None:
         if not root:
@@ -275,9 +272,13 @@ def _tail(handle: IO[bytes]) -> str:
 
 
 def run_pipeline(stages: list[Stage], *, env: dict[str, str], timeout: float, cwd: Path | None = None,
-                 stdin: Path | None = None, stdout: Path | None = None, postmaster_pid: int | None = None,
+                 stdin: Path | None = None, stdout: Path | None = None, servers: dict[str, int | None] | None = None,
                  capture_output: bool = False) -> Result:
-    """Run stages[0] | stages[1] | ... and measure; CaseFailed if any stage fails (the others are ended)."""
+    """Run stages[0] | stages[1] | ... and measure; CaseFailed if any stage fails (the others are ended).
+
+    servers: name -> pid of the servers the pipeline talks to (their CPU is measured too; None: not running).
+    """
+    watched = {name: pid for name, pid in (servers or {}).items() if pid is not None}
     lines: list[tuple[float, str]] = []
     with tempfile.TemporaryDirectory(prefix="pgdr-bench-") as scratch:
         stderr_files = [open(Path(scratch) / f"stderr-{index}", "w+b") for index in range(len(stages))]
@@ -286,11 +287,12 @@ def run_pipeline(stages: list[Stage], *, env: dict[str, str], timeout: float, cw
         processes: list[subprocess.Popen[bytes]] = []
         reader = None
         try:
-            server_before, busy_before = server_cpu_seconds(postmaster_pid), machine_busy_seconds()
+            servers_before = {name: server_cpu_seconds(pid) for name, pid in watched.items()}
+            busy_before = machine_busy_seconds()
             started = time.monotonic()
             processes = _start(stages, source, subprocess.PIPE if capture_output else sink, env, cwd, stderr_files,
                                merge_last_stderr=capture_output)
-            sampler = Sampler(stages, processes, postmaster_pid)
+            sampler = Sampler(stages, processes, watched)
             sampler.start()
             if capture_output and processes[-1].stdout is not None:
                 reader = threading.Thread(target=_read_lines, args=(processes[-1].stdout, started, lines), daemon=True)
@@ -306,7 +308,7 @@ def run_pipeline(stages: list[Stage], *, env: dict[str, str], timeout: float, cw
             if reader is not None:
                 reader.join(timeout=10)
             time.sleep(0.3)  # let the server reap the backend that served us before reading its CPU
-            server_after = server_cpu_seconds(postmaster_pid)
+            servers_after = {name: server_cpu_seconds(pid) for name, pid in watched.items()}
             stderr = {stage.name: _tail(handle) for stage, handle in zip(stages, stderr_files, strict=True)}
             _check(stages, processes, stderr, lines)
         finally:
@@ -317,8 +319,10 @@ def run_pipeline(stages: list[Stage], *, env: dict[str, str], timeout: float, cw
     cpu: dict[str, float] = {}
     for stage, process in zip(stages, processes, strict=True):
         cpu |= _cpu(stage, usages[process.pid], peaks)
-    server = None if server_before is None or server_after is None else server_after - server_before
-    return Result(wall, cpu, peaks, server, busy, waits, lines, {name: text for name, text in stderr.items() if text})
+    server_cpu = {name: after - before for name, before in servers_before.items()
+                  if before is not None and (after := servers_after[name]) is not None}
+    stderr = {name: text for name, text in stderr.items() if text}
+    return Result(wall, cpu, peaks, server_cpu, busy, waits, lines, stderr)
 
 
 def _check(stages: list[Stage], processes: list[subprocess.Popen[bytes]], stderr: dict[str, str],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from measure import SERVER, Result
+from measure import Result
 
 DUMP = "pg_dumpall > /dev/null"
 DUMP_GZIP = "pg_dumpall | gzip > file"
@@ -18,6 +18,8 @@ RESTORE_BASELINE = "gunzip -c | psql"
 S3_BACKUP = "pgdr backup gzip -> s3"
 S3_UPLOAD = "upload alone (boto3)"
 S3_REFERENCE = "max(pg_dumpall, upload)"
+SERVER = "postgres server"
+MOTO = "moto (S3 server)"
 RSS_TARGET_MB = 150
 CPU_BOUND = 0.8  # a process using this share of one core is taken as the one limiting the pipeline
 
@@ -93,8 +95,7 @@ def summarize_case(name: str, rounds: list[RoundResults]) -> CaseSummary | None:
     runs = [result for _, result in pairs]
     ratios = [result.wall_s / reference for state, result in pairs
               if (reference := reference_wall(state.results, name))]
-    cpu = [result.cpu_s | ({SERVER: result.server_cpu_s} if result.server_cpu_s is not None else {})
-           for result in runs]
+    cpu = [result.cpu_s | result.server_cpu_s for result in runs]
     parts = list(dict.fromkeys(part for entry in cpu for part in entry))
     phases = {phase for result in runs for phase in result.extra.get("phases_s", {})}  # type: ignore[attr-defined]
     checked = [result.extra["restored_rows_match"] for result in runs if "restored_rows_match" in result.extra]

@@ -28,9 +28,16 @@ def marker_key(key: str) -> str:
 
 @contextmanager
 def reading(storage: Storage, key: str, warn: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold a drill-lock marker on key for the duration (best effort to remove; stale ones expire)."""
+    """Hold a drill-lock marker on key for the duration. Best effort both ways: a marker that cannot be written
+    or removed is a warning, never the drill's failure (stale markers expire)."""
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": datetime.now(UTC).isoformat()}
-    storage.put_bytes(marker_key(key), json.dumps(holder).encode() + b"\n")
+    try:
+        storage.put_bytes(marker_key(key), json.dumps(holder).encode() + b"\n")
+    except PgdrError as error:  # e.g. read-only credentials: the drill still runs, unprotected from prune
+        if warn is not None:
+            warn(f"could not mark {key} as read by this drill ({error.message}); a prune meanwhile may delete it")
+        yield
+        return
     try:
         yield
     finally:

@@ -21,11 +21,17 @@ def parse_period(text: str | int | float) -> float:
     return float(sum(float(number) * UNITS[unit.lower()] for number, unit in PART.findall(stripped)))
 
 
-def format_period(seconds: float) -> str:
-    """93600 -> '26h', 3024000 -> '35d', 5400 -> '1h30m': the shortest exact spelling, for messages."""
-    remaining, parts = int(round(seconds)), []
+def format_period(seconds: float, precision: int = 4) -> str:
+    """93600 -> '1d2h', 5400 -> '1h30m'; with precision=2 only the two leading units count, for messages
+    ('40d' rather than '40d1s', '1d6h' rather than '1d6h0m12s')."""
+    remaining, counted = int(round(seconds)), 0
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if remaining >= size:
-            parts.append(f"{remaining // size}{unit}")
+        if parts or remaining >= size:
+            counted += 1
+            if counted > precision:
+                break
+            if remaining >= size:
+                parts.append(f"{remaining // size}{unit}")
             remaining %= size
     return "".join(parts) or "0s"

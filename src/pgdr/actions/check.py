@@ -45,7 +45,7 @@ class CheckReport:
 
     def first_line(self) -> str:
         if self.ok:
-            summary = ", ".join(f"{target} {entry['key']} {format_period(entry['age_seconds'])} old, "
+            summary = ", ".join(f"{target} {entry['key']} {format_period(entry['age_seconds'], 2)} old, "
                                 f"{human_size(entry['size'])}" for target, entry in self.newest.items())
             return f"OK: newest backup {summary}" + self.performance_data()
         more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
@@ -64,7 +64,7 @@ def backup_problems(records: list[BackupRecord], target: str, now: datetime, max
     newest, problems = records[-1], []
     age = (now - newest.key.created).total_seconds()
     if age > max_age:
-        problems.append(Problem("too_old", target, f"newest backup in {target} is {format_period(age)} old "
+        problems.append(Problem("too_old", target, f"newest backup in {target} is {format_period(age, 2)} old "
                                                    f"(max {format_period(max_age)}): {newest.key}"))
     if newest.size < min_size:
         problems.append(Problem("too_small", target, f"newest backup in {target} is {human_size(newest.size)}, "
@@ -97,7 +97,7 @@ def drill_problems(history: list[dict[str, Any]], target: str, now: datetime, ma
         started = _parse_time(last.get("started_at"))
         age = (now - started).total_seconds() if started else float("inf")
         if age > max_drill_age:
-            when = f"{format_period(age)} ago" if started else "at an unknown time"
+            when = f"{format_period(age, 2)} ago" if started else "at an unknown time"
             problems.append(Problem("drill_too_old", target, f"last drill in {target} was {when} "
                                                              f"(max {format_period(max_drill_age)})"))
     return problems

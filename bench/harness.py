@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gzip
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ from clusters import (
     settle,
     stop_cluster,
 )
+from components import table as components_table
 from generate import SIZES, Target, generate, parse_size, passfile
 from measure import CaseFailed, Result, Stage, run_pipeline
 from report import (
@@ -415,6 +417,30 @@ def run_round(bench: Bench, index: int) -> Round:
     return state
 
 
+def component_costs(bench: Bench, megabytes: int) -> list[dict[str, object]]:
+    """bench/components.py on the start of this run's dump: what each in-process step costs per GB, alone."""
+    baseline = bench.folder / "baseline.sql.gz"
+    if megabytes <= 0 or not baseline.exists():
+        return []
+    sample = bench.folder / "sample.sql"
+    try:
+        with gzip.open(baseline, "rb") as source, open(sample, "wb") as target:
+            target.write(source.read(megabytes * 1000**2))
+        completed = subprocess.run([sys.executable, str(BENCH_DIR / "components.py"), str(sample), "--mb",
+                                    str(megabytes), "--json"], capture_output=True, text=True, timeout=1800,
+                                   check=False)
+    except subprocess.TimeoutExpired:
+        log("components.py timed out")
+        return []
+    finally:
+        sample.unlink(missing_ok=True)
+    if completed.returncode != 0:
+        log(f"components.py failed: {completed.stderr[-1000:]}")
+        return []
+    rows: list[dict[str, object]] = json.loads(completed.stdout)
+    return rows
+
+
 # --- main -----------------------------------------------------------------------------------------------------------
 def machine() -> dict[str, object]:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -462,13 +488,13 @@ def data_line(data: dict[str, object]) -> str:
 
 
 def write_results(path: Path, args: argparse.Namespace, started: datetime, bench: Bench, rounds: list[Round],
-                  data: dict[str, object], summaries: list[report.CaseSummary],
-                  checks: list[dict[str, object]]) -> None:
+                  data: dict[str, object], summaries: list[report.CaseSummary], checks: list[dict[str, object]],
+                  components: list[dict[str, object]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "started": started.isoformat(), "finished": datetime.now(UTC).isoformat(), "size_bytes": args.size,
         "rounds": args.rounds, "seed": args.seed, "machine": machine(), "versions": versions(bench), "data": data,
-        "summary": report.as_json(summaries), "targets": checks,
+        "summary": report.as_json(summaries), "targets": checks, "components": components,
         "results": [{"round": state.index + 1, "cases": {name: result.as_json() for name, result in
                                                          state.results.items()}, "errors": state.errors}
                     for state in rounds],
@@ -485,6 +511,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bin-dir", type=Path, default=None, help="PostgreSQL binaries (default: newest installed)")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) cases")
     parser.add_argument("--case-timeout", type=float, default=0, help="seconds per case (default: by size)")
+    parser.add_argument("--components-mb", type=int, default=256,
+                        help="MB of the dump for bench/components.py's per-step costs (0: skip)")
     parser.add_argument("--output", type=Path, default=None, help="result JSON (default bench/results/<time>.json)")
     return parser.parse_args(argv)
 
@@ -515,8 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     checks = report.target_checks(summaries)
     data = data_report(rounds, prepared)
     log("\n" + data_line(data) + "\n\n" + report.tables(summaries) + "\n\n" + report.targets_text(checks, args.size))
+    log(f"\nMeasuring each in-process step alone on {args.components_mb} MB of the dump (bench/components.py)")
+    components = component_costs(bench, args.components_mb)
+    if components:
+        log(components_table(components))
     output = args.output or BENCH_DIR / "results" / f"{started:%Y%m%d-%H%M%S}-{args.size // 10**6}MB.json"
-    write_results(output, args, started, bench, rounds, data, summaries, checks)
+    write_results(output, args, started, bench, rounds, data, summaries, checks, components)
     log(f"\nWrote {output}")
     return 0
 

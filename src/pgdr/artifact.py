@@ -20,8 +20,12 @@ from pgdr.errors import IntegrityError, UsageError
 MANIFEST_SUFFIX = ".manifest.json"
 SAFETY_PREFIX = "safety/"
 EXTENSIONS = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
+SPLIT_EXTENSION = ".split"  # a folder-like prefix: <key>/globals.sql.gz and one pg_dump -Fc file per database
+SPLIT_COMPRESSION = "custom"
+AGE_EXTENSION = ".age"
 KEY_PATTERN = re.compile(
-    r"^(?P<safety>safety/)?(?P<day>\d{8})/postgres-all-(?P<stamp>\d{8}-\d{6})(?P<extension>\.sql(?:\.gz|\.zst)?)\Z"
+    r"^(?P<safety>safety/)?(?P<day>\d{8})/postgres-all-(?P<stamp>\d{8}-\d{6})"
+    r"(?P<extension>\.sql(?:\.gz|\.zst)?|\.split)(?P<age>\.age)?\Z"
 )
 
 
@@ -33,9 +37,18 @@ class BackupKey:
     key: str
     compression: str
     safety: bool = False
+    encrypted: bool = False
 
     def __str__(self) -> str:
         return self.key
+
+    @property
+    def format(self) -> str:
+        return "split" if self.compression == SPLIT_COMPRESSION else "plain"
+
+    def object_key(self, name: str) -> str:
+        """Key of one object of a split backup, e.g. <key>/globals.sql.gz."""
+        return f"{self.key}/{name}"
 
     @property
     def manifest_key(self) -> str:
@@ -43,6 +56,8 @@ class BackupKey:
 
 
 def compression_of(extension: str) -> str:
+    if extension == SPLIT_EXTENSION:
+        return SPLIT_COMPRESSION
     return {extension: name for name, extension in EXTENSIONS.items()}[extension]
 
 
@@ -60,7 +75,7 @@ def parse_key(key: str) -> BackupKey:
         raise UsageError(f"not a backup key: {key!r} (invalid date)", "see `pgdr list`") from None
     if match["day"] != match["stamp"][:8]:
         raise UsageError(f"not a backup key: {key!r} (folder and name dates differ)", "see `pgdr list`")
-    return BackupKey(created, key, compression_of(match["extension"]), bool(match["safety"]))
+    return BackupKey(created, key, compression_of(match["extension"]), bool(match["safety"]), bool(match["age"]))
 
 
 def is_backup_key(key: str) -> bool:
@@ -71,12 +86,14 @@ def is_backup_key(key: str) -> bool:
     return True
 
 
-def make_key(created: datetime, compression: str, safety: bool = False) -> BackupKey:
+def make_key(created: datetime, compression: str, safety: bool = False, split: bool = False,
+             encrypted: bool = False) -> BackupKey:
     created = created.astimezone(UTC).replace(microsecond=0)
     stamp = f"{created.year:04d}{created:%m%d-%H%M%S}"  # strftime's %Y does not pad years before 1000
     prefix = SAFETY_PREFIX if safety else ""
-    key = f"{prefix}{stamp[:8]}/postgres-all-{stamp}{EXTENSIONS[compression]}"
-    return BackupKey(created, key, compression, safety)
+    extension = SPLIT_EXTENSION if split else EXTENSIONS[compression] + (AGE_EXTENSION if encrypted else "")
+    key = f"{prefix}{stamp[:8]}/postgres-all-{stamp}{extension}"
+    return BackupKey(created, key, SPLIT_COMPRESSION if split else compression, safety, encrypted and not split)
 
 
 class TableCount(BaseModel):
@@ -93,6 +110,15 @@ class DatabaseContents(BaseModel):
 
     def counts(self) -> dict[tuple[str, str], int]:
         return {(table.schema_name, table.table): table.rows for table in self.tables}
+
+
+class StoredPart(BaseModel):
+    """One object of a split backup: the globals script or one database's pg_dump -Fc archive."""
+
+    name: str
+    database: str | None = None  # None: the globals (roles, tablespaces)
+    size: int
+    sha256: str
 
 
 class Manifest(BaseModel):
@@ -113,6 +139,8 @@ class Manifest(BaseModel):
     seconds: dict[str, float] = Field(default_factory=dict)
     databases: list[DatabaseContents] = Field(default_factory=list)
     contains_passwords: bool = False
+    encryption: str = "none"
+    parts: list[StoredPart] = Field(default_factory=list)  # split format only
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2).encode() + b"\n"

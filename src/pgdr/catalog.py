@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pgdr.artifact import BackupKey, Manifest, is_backup_key, parse_key
+from pgdr.artifact import MANIFEST_SUFFIX, SPLIT_EXTENSION, BackupKey, Manifest, is_backup_key, parse_key
 from pgdr.errors import IntegrityError, StorageError
 from pgdr.storage import Storage, StoredObject
 
@@ -62,7 +62,9 @@ def list_backups(storage: Storage, min_size: int, include_safety: bool = False) 
     objects: dict[str, StoredObject] = {item.key: item for item in storage.list()}
     records = []
     for key_text, item in objects.items():
-        if not is_backup_key(key_text):
+        if key_text.endswith(SPLIT_EXTENSION + MANIFEST_SUFFIX):
+            key_text = key_text.removesuffix(MANIFEST_SUFFIX)  # a split backup exists through its manifest
+        elif not is_backup_key(key_text) or key_text.endswith(SPLIT_EXTENSION):
             continue
         key = parse_key(key_text)
         if key.safety and not include_safety:
@@ -73,6 +75,10 @@ def list_backups(storage: Storage, min_size: int, include_safety: bool = False) 
                 record.manifest = read_manifest(storage, key)
             except IntegrityError as error:
                 record.manifest_error = error.message
+        if key.format == "split":
+            if record.manifest is None:
+                continue  # an unreadable split manifest: nothing restorable to list
+            record.size = sum(part.size for part in record.manifest.parts)
         records.append(record)
     records.sort(key=lambda record: (record.key.created, record.key.key))
     suspicious_flags(records, min_size)

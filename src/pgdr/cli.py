@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +42,8 @@ YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Confirm destructiv
 ProductionOption = Annotated[bool, typer.Option(
     "--i-mean-production", help="With --yes: confirm a destructive action on a production cluster (automation).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+DatabaseOption = Annotated[str | None, typer.Option(
+    "--database", help="Restore only this database (split backups); other databases are left alone.")]
 SourceOption = Annotated[str, typer.Option("--from", help="Where the backups are: local or s3.")]
 
 
@@ -179,14 +183,14 @@ def list_command(ctx: typer.Context, source: SourceOption = "local", as_json: Js
 @restore_app.command("latest")
 def restore_latest(ctx: typer.Context, source: SourceOption = "local", clean: Annotated[bool, typer.Option(
         "--clean", help="Take a safety backup, drop current databases and roles, then restore.")] = False,
-        yes: YesOption = False, production: ProductionOption = False) -> None:
+        yes: YesOption = False, production: ProductionOption = False, database: DatabaseOption = None) -> None:
     """Restore the newest backup."""
     from pgdr.actions.restore import restore
     from pgdr.observe import observed
 
     context = make_context(ctx, yes, production=production)
     with observed(context, "restore"):
-        restore(context, source=source, clean=clean)
+        restore(context, source=source, clean=clean, database=database)
 
 
 @restore_app.command("file")
@@ -194,7 +198,7 @@ def restore_file(ctx: typer.Context, key: Annotated[str | None, typer.Argument(
         help="Backup key, e.g. 20251116/postgres-all-20251116-095831.sql.gz")] = None,
         source: SourceOption = "local", clean: Annotated[bool, typer.Option(
         "--clean", help="Take a safety backup, drop current databases and roles, then restore.")] = False,
-        yes: YesOption = False, production: ProductionOption = False) -> None:
+        yes: YesOption = False, production: ProductionOption = False, database: DatabaseOption = None) -> None:
     """Restore a named backup; without KEY, list the backups and ask (on a terminal)."""
     from pgdr.actions.restore import restore
     from pgdr.observe import observed
@@ -202,7 +206,7 @@ def restore_file(ctx: typer.Context, key: Annotated[str | None, typer.Argument(
     context = make_context(ctx, yes, production=production)
     chosen = key or _choose_key(context, source)
     with observed(context, "restore"):
-        restore(context, source=source, key=chosen, clean=clean)
+        restore(context, source=source, key=chosen, clean=clean, database=database)
 
 
 def _choose_key(context: Context, source: str) -> str:
@@ -304,7 +308,7 @@ def recover(ctx: typer.Context, source: SourceOption = "local",
     from pgdr.observe import observed
 
     context = make_context(ctx, yes, json_mode=as_json, production=production)
-    with observed(context, "recover") as run:
+    with _json_report_on_failure(as_json), observed(context, "recover") as run:
         report = run_recover(context, source=source, key=key, clean=clean)
         run.recovery_done(report)
     if as_json:
@@ -329,11 +333,22 @@ def drill(ctx: typer.Context, source: SourceOption = "local",
         return
     from pgdr.observe import observed
 
-    with observed(context, "drill") as run:
+    with _json_report_on_failure(as_json), observed(context, "drill") as run:
         report = recovery.drill(context, source=source, key=key)
         run.recovery_done(report)
     if as_json:
         print_json(report.as_json())
+
+
+@contextmanager
+def _json_report_on_failure(as_json: bool) -> Iterator[None]:
+    """With --json, a failed recover/drill still prints its report (steps done, error) for machines."""
+    try:
+        yield
+    except PgdrError as error:
+        if as_json and error.details is not None:
+            print_json(error.details)
+        raise
 
 
 def _print_drills(output: Output, entries: list[dict[str, object]]) -> None:

@@ -15,7 +15,7 @@ try:  # ISA-L is several times faster than zlib at the same gzip format
 
     GZIP_DEFAULT_LEVEL = 2  # ISA-L levels are 0..3; level 2 compresses like gzip -6 at a fraction of the cost
 except ImportError:  # pragma: no cover - isal is a dependency, this is only a safety net
-    gzip_zlib = zlib  # type: ignore[assignment]
+    gzip_zlib = zlib  # type: ignore[assignment,misc]
     GZIP_DEFAULT_LEVEL = 6
 
 GZIP_WBITS = 31  # zlib container = gzip

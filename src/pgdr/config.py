@@ -92,8 +92,25 @@ class BackupSettings(Section):
     dir: Path = Path(".pgdr/backups")
     compression: Literal["gzip", "zstd", "none"] = "gzip"
     compression_level: int | None = Field(None, description="default: gzip 3 (isal), zstd 3")
-    targets: list[Literal["local", "s3"]] = Field(default_factory=lambda: ["local"], min_length=1)
+    targets: list[Literal["local", "s3"]] = Field(default_factory=lambda: ["local"], min_length=1)  # type: ignore[arg-type]
     min_size: int = Field(1_000_000, description="backups smaller than this are flagged as suspicious")
+    format: Literal["plain", "split"] = Field(
+        "plain", description="plain: one pg_dumpall script; split: globals + one pg_dump -Fc per database (parallel)"
+    )
+    jobs: int = Field(0, ge=0, description="parallel jobs for split backups and restores; 0: number of CPU cores")
+    encryption: Literal["none", "age"] = "none"
+    age_recipients: list[str] = Field(default_factory=list, description="age public keys (age1...) to encrypt to")
+    age_identity: str = Field("PGDR_AGE_IDENTITY", description="NAME of the secret holding the age private key")
+
+    _check_identity = field_validator("age_identity")(_check_secret_name)
+
+    @model_validator(mode="after")
+    def _check_encryption(self) -> BackupSettings:
+        if self.encryption == "age" and not self.age_recipients:
+            raise ValueError("encryption = \"age\" needs age_recipients (public keys, age1...)")
+        if self.encryption == "age" and self.format == "split":
+            raise ValueError("encryption = \"age\" works with format = \"plain\" only")
+        return self
 
     @field_validator("min_size", mode="before")
     @classmethod
@@ -119,7 +136,9 @@ class S3Settings(Section):
 
 
 class SecretsSettings(Section):
-    sources: list[Literal["env", "dotenv", "ssm"]] = Field(default_factory=lambda: ["env", "dotenv"], min_length=1)
+    sources: list[Literal["env", "dotenv", "ssm"]] = Field(
+        default_factory=lambda: ["env", "dotenv"], min_length=1  # type: ignore[arg-type]
+    )
     dotenv: Path = Path(".env")
     ssm_path: str = ""
 

@@ -37,6 +37,7 @@ class PgdrError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details: dict[str, object] | None = None  # a machine-readable report of the failed operation
 
     def __str__(self) -> str:
         return self.message

@@ -85,7 +85,7 @@ def run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run one command to completion, capturing its output; raise StageFailed when it fails."""
     try:
-        completed = subprocess.run(  # noqa: S603 - argv list, no shell
+        completed = subprocess.run(  # type: ignore[call-overload]  # noqa: S603 - argv list, no shell
             list(argv),
             input=input_data,
             capture_output=True,
@@ -110,7 +110,10 @@ def _exit_message(returncode: int, stderr: bytes) -> str:
     else:
         status = f"exit status {returncode}"
     tail = _tail(stderr)
-    return f"{status}: {tail.splitlines()[-1]}" if tail else status
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    # psql ends an error with `LINE n: ...` and a lone caret: the ERROR/FATAL line is the one that says what failed
+    errors = [line for line in lines if any(word in line for word in ("ERROR:", "FATAL:", "error:"))]
+    return f"{status}: {(errors or lines)[-1]}" if lines else status
 
 
 class Stream:

@@ -6,12 +6,12 @@ end marker seen, no password in it) is committed under its key, and the manifest
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pgdr import __version__
+from pgdr.actions.split import backup_split, manifest_for_split
 from pgdr.artifact import BackupKey, Manifest, make_key
 from pgdr.compression import make_compressor
 from pgdr.context import Context
@@ -21,7 +21,8 @@ from pgdr.locking import locked
 from pgdr.postgres.binaries import version_of
 from pgdr.postgres.connect import client_environment
 from pgdr.run import stream
-from pgdr.storage import Storage, Upload, open_storage
+from pgdr.storage import Storage, open_storage
+from pgdr.storage.fanout import FanoutWriter
 from pgdr.ui import human_size
 
 
@@ -40,25 +41,36 @@ def dump_argv(pg_dumpall: str) -> list[str]:
 def backup(context: Context, targets: list[str] | None = None, safety: bool = False) -> BackupResult:
     settings = context.settings
     storages = [open_storage(settings, target) for target in (targets or settings.backup.targets)]
-    toolset, _ = context.client_tools(("pg_dumpall", "psql"))
+    split = settings.backup.format == "split" and not safety  # safety backups stay one plain file
+    toolset, _ = context.client_tools(("pg_dumpall", "psql", "pg_dump", "pg_restore") if split
+                                      else ("pg_dumpall", "psql"))
     _, server_version = context.server_version()
     pg_dumpall = toolset.path("pg_dumpall")
     started = datetime.now(UTC)
-    key = make_key(started, settings.backup.compression, safety)
+    key = make_key(started, settings.backup.compression, safety, split=split,
+                   encrypted=settings.backup.encryption == "age")
     where = ", ".join(storage.describe() for storage in storages)
     context.output.step(f"Backing up to {key.key} ({where})")
     clock = time.monotonic()
-    digest, sizes, scanner = _stream_dump(context, pg_dumpall, storages, key)
-    manifest = Manifest(
-        key=key.key, compression=key.compression, size=sizes[1], sha256=digest, uncompressed_size=sizes[0],
-        server_version=server_version, pg_dumpall_version=version_of(pg_dumpall)[1], pgdr_version=__version__,
-        started_at=started, finished_at=datetime.now(UTC), seconds={"dump": round(time.monotonic() - clock, 3)},
-        databases=scanner.databases(),
-    )
+    common = {"key": key.key, "compression": key.compression, "server_version": server_version,
+              "pg_dumpall_version": version_of(pg_dumpall)[1], "pgdr_version": __version__, "started_at": started,
+              "encryption": "age" if key.encrypted else "none"}
+    if split:
+        parts, databases = backup_split(context, toolset, storages, key)
+        manifest = manifest_for_split({**common, "uncompressed_size": 0, "databases": databases,
+                                       "finished_at": datetime.now(UTC),
+                                       "seconds": {"dump": round(time.monotonic() - clock, 3)}}, parts)
+    else:
+        digest, sizes, scanner = _stream_dump(context, pg_dumpall, storages, key)
+        manifest = Manifest.model_validate({
+            **common, "size": sizes[1], "sha256": digest, "uncompressed_size": sizes[0],
+            "finished_at": datetime.now(UTC), "seconds": {"dump": round(time.monotonic() - clock, 3)},
+            "databases": scanner.databases()})
+    sizes_text = human_size(manifest.size)
     for storage in storages:
         storage.put_bytes(key.manifest_key, manifest.to_json())
     context.output.success(
-        f"Backup {key.key} written ({human_size(sizes[1])}, {len(manifest.databases)} databases) to {where}"
+        f"Backup {key.key} written ({sizes_text}, {len(manifest.databases)} databases) to {where}"
     )
     if settings.retention.prune_after_backup and not safety:
         from pgdr.actions.prune import prune
@@ -72,20 +84,10 @@ def _stream_dump(
 ) -> tuple[str, tuple[int, int], DumpScanner]:
     """Run the dump into every target's upload; commit them only when every stage succeeded."""
     compressor = make_compressor(key.compression, context.settings.backup.compression_level)
-    digest, scanner = hashlib.sha256(), DumpScanner()
-    raw_size = compressed_size = 0
-    uploads: list[Upload] = []
+    scanner, raw_size = DumpScanner(), 0
+    writer: FanoutWriter | None = None
     try:
-        uploads = [storage.open_upload(key.key) for storage in storages]
-
-        def emit(data: bytes) -> None:
-            nonlocal compressed_size
-            if data:
-                digest.update(data)
-                compressed_size += len(data)
-                for upload in uploads:
-                    upload.write(data)
-
+        writer = FanoutWriter(storages, key.key, age_recipients(context) if key.encrypted else None)
         with client_environment(context.superuser_endpoint()) as environment, stream(
             dump_argv(pg_dumpall), stage="pg_dumpall", direction="read", environment=environment,
             hint="check the server's log and `pgdr status`",
@@ -94,17 +96,25 @@ def _stream_dump(
                 raw_size += len(chunk)
                 progress.advance(len(chunk))
                 scanner.feed(chunk)
-                emit(compressor.compress(chunk))
-        emit(compressor.flush())
+                writer.write(compressor.compress(chunk))
+        writer.write(compressor.flush())
         _check_dump(scanner)
-        _commit_all(storages, uploads, key)
+        writer.commit()
     except StageFailed as failure:
-        _abort(uploads)
+        if writer is not None:
+            writer.abort()
         raise BackupFailed(f"backup failed at stage {failure.stage}: {failure.detail}", failure.hint) from None
     except BaseException:
-        _abort(uploads)
+        if writer is not None:
+            writer.abort()
         raise
-    return digest.hexdigest(), (raw_size, compressed_size), scanner
+    return writer.sha256, (raw_size, writer.size), scanner
+
+
+def age_recipients(context: Context) -> list[object]:
+    from pgdr.encryption import parse_recipients
+
+    return parse_recipients(context.settings.backup.age_recipients)
 
 
 def _check_dump(scanner: DumpScanner) -> None:
@@ -118,21 +128,3 @@ def _check_dump(scanner: DumpScanner) -> None:
             "the dump contains role passwords; refusing to store it",
             "pgdr always dumps with --no-role-passwords: check postgres.bin_dir points at real pg_dumpall",
         )
-
-
-def _commit_all(storages: list[Storage], uploads: list[Upload], key: BackupKey) -> None:
-    """Commit every target's upload; if one fails, remove the ones already committed (all targets or none)."""
-    committed: list[Storage] = []
-    try:
-        for storage, upload in zip(storages, uploads, strict=True):
-            upload.commit()
-            committed.append(storage)
-    except BaseException:
-        for storage in committed:
-            storage.delete(key.key)
-        raise
-
-
-def _abort(uploads: list[Upload]) -> None:
-    for upload in uploads:
-        upload.abort()

@@ -41,6 +41,13 @@ def clean_soft(context: Context, confirmed: bool = False) -> list[str]:
     return databases
 
 
+def drop_database(context: Context, database: str) -> None:
+    """Drop one database (restore --database --clean); roles stay, they may own objects elsewhere."""
+    with session(context.superuser_endpoint("template1")) as connection:
+        connection.execute(sql.drop_database(database))  # type: ignore[call-overload]
+    context.output.success(f"Dropped database {database}")
+
+
 @locked("clean hard")
 def clean_hard(context: Context) -> None:
     postgres = context.settings.postgres

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pgdr.artifact import MANIFEST_SUFFIX, is_backup_key
+from pgdr.artifact import MANIFEST_SUFFIX, is_backup_key, parse_key
 from pgdr.catalog import list_backups
 from pgdr.context import Context
 from pgdr.drill_lock import read_by_drills
@@ -104,7 +104,21 @@ def delete_object(storage: Storage, key: str) -> None:
 
 
 def delete_backup(storage: Storage, key: str) -> None:
-    """Backup object first, then its manifest: see the module docstring for why."""
+    """Backup object first, then its manifest: see the module docstring for why.
+
+    A split backup is the other way round: it is listed through its manifest, so the manifest goes first and a
+    crash can only leave unlisted parts behind, never a listed backup with parts missing.
+    """
+    if parse_key(key).format == "split":
+        delete_object(storage, key + MANIFEST_SUFFIX)
+        for item in storage.list():
+            if item.key.startswith(key + "/"):
+                delete_object(storage, item.key)
+        folder = storage.local_path(key)
+        if folder is not None and folder.is_dir():
+            folder.rmdir()
+            delete_object(storage, key)  # removes the day folder once empty
+        return
     delete_object(storage, key)
     delete_object(storage, key + MANIFEST_SUFFIX)
 

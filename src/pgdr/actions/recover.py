@@ -107,6 +107,7 @@ def recover(context: Context, source: str = "local", key: str | None = None, cle
     except PgdrError as error:
         report.error = error.message
         summarize(context, report)
+        error.details = report.as_json()
         raise
     report.outcome = "ok"
     summarize(context, report)
@@ -161,6 +162,7 @@ def drill(context: Context, source: str = "local", key: str | None = None) -> Re
     except PgdrError as error:
         report.outcome = "rto_exceeded" if isinstance(error, RtoExceeded) else "failed"
         report.error = error.message
+        error.details = report.as_json()
         raise
     finally:
         remove_scratch(scratch, folder)

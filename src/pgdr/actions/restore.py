@@ -7,6 +7,7 @@ databases or roles is refused unless --clean, which first takes a safety backup 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -14,9 +15,11 @@ from pgdr.catalog import BackupRecord, find, latest, list_backups
 from pgdr.compression import DECOMPRESSION_ERRORS, make_decompressor
 from pgdr.context import Context
 from pgdr.dumpscan import DumpScanner
-from pgdr.errors import IntegrityError, Refused, RestoreFailed, StageFailed
+from pgdr.encryption import DecryptingReader
+from pgdr.errors import IntegrityError, Refused, RestoreFailed, SecretMissing, StageFailed, UsageError
 from pgdr.locking import locked
 from pgdr.postgres import inventory
+from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.connect import client_environment
 from pgdr.postgres.sql import identifier
 from pgdr.run import CHUNK_SIZE, stream
@@ -60,12 +63,16 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_
     context.output.step(f"Checking {record.key} ({'checksum, ' if manifest else ''}decompression)")
     label = "Downloading" if copy_to is not None else "Checking"
     with storage.open_download(record.key.key) as handle, context.output.progress(label, record.size) as bar:
+
+        def on_chunk(chunk: bytes) -> None:
+            bar.advance(len(chunk))
+            if copy_to is not None:
+                copy_to.write(chunk)
+            digest.update(chunk)
+
+        plain = plaintext(context, TeeReader(handle, on_chunk), record)
         try:
-            for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
-                bar.advance(len(chunk))
-                if copy_to is not None:
-                    copy_to.write(chunk)
-                digest.update(chunk)
+            for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):
                 scanner.feed(decompressor.decompress(chunk))
             scanner.feed(decompressor.finish())
         except DECOMPRESSION_ERRORS as error:
@@ -74,6 +81,33 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_
                 "the backup is corrupt: restore another one (see `pgdr list`)",
             ) from None
     _check_scan(record, digest.hexdigest(), scanner)
+
+
+class TeeReader:
+    """Hands every chunk read to a callback (hash, progress, local copy) on its way to the reader."""
+
+    def __init__(self, source: BinaryIO, on_chunk: Callable[[bytes], None]) -> None:
+        self._source = source
+        self._on_chunk = on_chunk
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._source.read(size)
+        if chunk:
+            self._on_chunk(chunk)
+        return chunk
+
+
+def plaintext(context: Context, source: TeeReader, record: BackupRecord) -> TeeReader | DecryptingReader:
+    """The backup's bytes as compressed SQL: decrypted with the age identity secret when the backup is encrypted."""
+    if not record.key.encrypted:
+        return source
+    from pgdr.encryption import parse_identity
+
+    name = context.settings.backup.age_identity
+    if context.secrets.lookup(name) is None:
+        raise SecretMissing(f"backup {record.key} is encrypted with age, and secret {name} (the identity) is missing",
+                            f"set {name} to the private key (AGE-SECRET-KEY-...) in env, .env or SSM")
+    return DecryptingReader(source, parse_identity(context.secrets.get(name), name))  # type: ignore[arg-type]
 
 
 def _check_scan(record: BackupRecord, sha256: str, scanner: DumpScanner) -> None:
@@ -134,8 +168,9 @@ class GlobalsFilter:
     \\connect) is looked at; the rest passes through untouched.
     """
 
-    def __init__(self, superuser: str) -> None:
-        self.skip = {f"CREATE ROLE {superuser};".encode(), f"CREATE ROLE {identifier(superuser)};".encode()}
+    def __init__(self, superuser: str, existing_roles: set[str] | frozenset[str] = frozenset()) -> None:
+        self.skip = {statement for role in {superuser, *existing_roles}
+                     for statement in (f"CREATE ROLE {role};".encode(), f"CREATE ROLE {identifier(role)};".encode())}
         self.in_globals = True
         self._carry = b""
 
@@ -178,8 +213,8 @@ def stream_into_psql(context: Context, psql: str, handle: BinaryIO, record: Back
         psql_restore_argv(psql), stage="psql", direction="write",
         environment={**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS}, hint=HINT_RETRY,
     ) as restore, context.output.progress("Restoring", record.size) as bar:
-        for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
-            bar.advance(len(chunk))
+        plain = plaintext(context, TeeReader(handle, lambda chunk: bar.advance(len(chunk))), record)
+        for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):
             restore.write(globals_filter.feed(decompressor.decompress(chunk)))
         restore.write(globals_filter.feed(decompressor.finish()) + globals_filter.finish())
 
@@ -198,28 +233,54 @@ def refuse_existing(databases: list[str], roles: list[str], command: str) -> Non
 
 @locked("restore")
 def restore(context: Context, source: str = "local", key: str | None = None, clean: bool = False,
-            command: str = "") -> RestoreResult:
-    """command: how the user would re-run this with --clean (named in the refusal)."""
+            command: str = "", database: str | None = None) -> RestoreResult:
+    """command: how the user would re-run this with --clean (named in the refusal).
+    database: restore only this database (split backups)."""
     storage, record = select_backup(context, source, key)
-    toolset, server_major = context.client_tools(("psql", "pg_dumpall"))
+    split = record.key.format == "split"
+    if database is not None and not split:
+        raise UsageError(f"--database needs a split backup; {record.key} is one pg_dumpall script",
+                         "restore the whole backup, or set backup.format = \"split\" for future backups")
+    toolset, server_major = context.client_tools(("psql", "pg_dumpall", "pg_restore") if split else ("psql",))
     check_versions(record, server_major)
-    if storage.local_path(record.key.key) is None:
-        storage = fetch_to_local(context, storage, record)  # checked while downloading, restored from the copy
-    else:
-        check_backup(context, storage, record)
+    storage = _checked_local_copy(context, storage, record, toolset)
     databases, roles = existing_data(context)
+    conflicts = [name for name in databases if database is None or name == database]
     safety_key = None
-    if databases or roles:
+    if conflicts or (roles and database is None):
         command = command or f"pgdr restore {'file ' + record.key.key if key else 'latest'}"
+        command += f" --database {database}" if database else ""
         if not clean:
-            refuse_existing(databases, roles, command)
-        context.confirm_destructive(f"Replace databases {', '.join(databases) or '(none)'} with {record.key}")
+            refuse_existing(conflicts, roles if database is None else [], command)
+        context.confirm_destructive(f"Replace databases {', '.join(conflicts) or '(none)'} with {record.key}")
         safety_key = _safety_backup(context)
-        from pgdr.actions.clean import clean_soft
-
-        clean_soft(context, confirmed=True)
-    _apply(context, toolset.path("psql"), storage, record)
+        _clean_target(context, database)
+        databases, roles = existing_data(context)
+    _apply(context, toolset, storage, record, database, set(roles))
     return RestoreResult(record, safety_key)
+
+
+def _checked_local_copy(context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> Storage:
+    """Check the backup completely before the server is touched; a remote one is downloaded on the way."""
+    if record.key.format == "split":
+        if record.manifest is None:
+            raise IntegrityError(f"split backup {record.key} has no readable manifest", "restore another backup")
+        from pgdr.actions.split import check_split
+
+        return check_split(context, storage, record, toolset)
+    if storage.local_path(record.key.key) is None:
+        return fetch_to_local(context, storage, record)  # checked while downloading, restored from the copy
+    check_backup(context, storage, record)
+    return storage
+
+
+def _clean_target(context: Context, database: str | None) -> None:
+    from pgdr.actions.clean import clean_soft, drop_database
+
+    if database is None:
+        clean_soft(context, confirmed=True)
+    else:
+        drop_database(context, database)
 
 
 def _safety_backup(context: Context) -> str:
@@ -230,13 +291,24 @@ def _safety_backup(context: Context) -> str:
     return result.key.key
 
 
-def _apply(context: Context, psql: str, storage: Storage, record: BackupRecord) -> None:
+def _apply(context: Context, toolset: Toolset, storage: Storage, record: BackupRecord, database: str | None,
+           existing_roles: set[str]) -> None:
     state_dir = context.settings.state_dir
-    context.output.step(f"Restoring {record.key} from {storage.describe()}")
-    write_restore_record(state_dir, record.key.key, storage.name, "incomplete", record.manifest)
+    context.output.step(f"Restoring {record.key}{f' (database {database})' if database else ''} from "
+                        f"{storage.describe()}")
+    manifest = record.manifest
+    if manifest is not None and database is not None:
+        manifest = manifest.model_copy(update={"databases": [item for item in manifest.databases
+                                                             if item.name == database]})
+    write_restore_record(state_dir, record.key.key, storage.name, "incomplete", manifest)
     try:
-        with storage.open_download(record.key.key) as handle:
-            stream_into_psql(context, psql, handle, record)
+        if record.key.format == "split":
+            from pgdr.actions.split import restore_parts
+
+            restore_parts(context, toolset, storage, record, database, existing_roles)  # type: ignore[arg-type]
+        else:
+            with storage.open_download(record.key.key) as handle:
+                stream_into_psql(context, toolset.path("psql"), handle, record)
     except StageFailed as failure:
         raise RestoreFailed(
             f"restore of {record.key} stopped: {describe_psql_error(failure)}; the cluster holds a partial restore",
@@ -245,7 +317,7 @@ def _apply(context: Context, psql: str, storage: Storage, record: BackupRecord) 
     except KeyboardInterrupt:
         context.output.warn("Restore interrupted: the cluster holds a partial restore. Next: " + HINT_RETRY)
         raise
-    write_restore_record(state_dir, record.key.key, storage.name, "complete", record.manifest)
+    write_restore_record(state_dir, record.key.key, storage.name, "complete", manifest)
     context.output.success("Database restored successfully")
     context.output.info("Passwords are not in backups: run `pgdr init` to set every user's password.")
 

@@ -155,7 +155,8 @@ class Project:
 
     def ok(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         result = self.pgdr(*args, **kwargs)  # type: ignore[arg-type]
-        assert result.returncode == 0, f"pgdr {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        command = " ".join(args)
+        assert result.returncode == 0, f"pgdr {command} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
         return result
 
     def connect(self, database: str = "postgres", user: str = "postgres", password: str = SUPERUSER_PASSWORD):
@@ -195,7 +196,11 @@ def project_config(port: int, extra: str = "") -> str:
         description = "Demo application database"
         extensions = ["pg_trgm"]
         readwrite_user = {{ name = "demo_user", password = "POSTGRES_DEMO_USER_PASSWORD", connection_limit = 50 }}
-        readonly_user  = {{ name = "demo_readonly_user", password = "POSTGRES_DEMO_READONLY_PASSWORD", connection_limit = 20 }}
+
+        [databases.readonly_user]
+        name = "demo_readonly_user"
+        password = "POSTGRES_DEMO_READONLY_PASSWORD"
+        connection_limit = 20
         """) + extra
 
 

@@ -51,7 +51,8 @@ class Identity:
 
 class GzipCompressor:
     def __init__(self, level: int | None) -> None:
-        self._compressor = gzip_zlib.compressobj(GZIP_DEFAULT_LEVEL if level is None else level, zlib.DEFLATED, GZIP_WBITS)
+        chosen = GZIP_DEFAULT_LEVEL if level is None else level
+        self._compressor = gzip_zlib.compressobj(chosen, zlib.DEFLATED, GZIP_WBITS)
 
     def compress(self, data: bytes) -> bytes:
         return self._compressor.compress(data)

@@ -8,7 +8,6 @@ Relative paths are resolved once, against the folder holding the config file.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pgdr.errors import ConfigError
 from pgdr.ops_config import MetricsSettings, NotifySettings, RetentionSettings
+from pgdr.periods import parse_period
 
 DEFAULT_CONFIG_NAME = "pgdr.toml"
 SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -41,20 +41,9 @@ def parse_size(text: str | int) -> int:
     return int(number * multiplier)
 
 
-DURATION_PATTERN = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s?)?\s*$", re.IGNORECASE)
-
-
 def parse_duration(text: str | int | float) -> float:
-    """'10m' -> 600.0, '1h30m' -> 5400.0, '90s' or 90 -> 90.0."""
-    if isinstance(text, int | float) and not isinstance(text, bool) and math.isfinite(text):
-        return float(text)
-    if not isinstance(text, str):  # booleans, NaN, infinity, lists... from TOML
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
-    match = DURATION_PATTERN.match(text)
-    if not match or not text.strip() or not any(match.groups()):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
-    hours, minutes, seconds = (int(part) if part else 0 for part in match.groups())
-    return float(hours * 3600 + minutes * 60 + seconds)
+    """'10m' -> 600.0, '1h30m' -> 5400.0, '90s' or 90 -> 90.0 (one parser for every length of time)."""
+    return parse_period(text)
 
 
 class Section(BaseModel):
@@ -190,7 +179,8 @@ class RecoverySettings(Section):
 
 class Settings(Section):
     environment: Literal["development", "staging", "production"] = Field(
-        "development", description="production: destructive commands need the cluster name typed, or --i-mean-production"
+        "development",
+        description="production: destructive commands need the cluster name typed, or --i-mean-production",
     )
     name: str = Field("", description="cluster name typed to confirm destructive commands in production")
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]

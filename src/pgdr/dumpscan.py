@@ -144,7 +144,8 @@ class DumpScanner:
         return [
             DatabaseContents(
                 name=name,
-                tables=[TableCount(schema=schema, table=table, rows=rows) for (schema, table), rows in sorted(counts.items())],
+                tables=[TableCount(schema=schema, table=table, rows=rows)
+                        for (schema, table), rows in sorted(counts.items())],
             )
             for name, counts in sorted(self.tables.items())
             if name

@@ -22,7 +22,7 @@ def _pyrage():  # type: ignore[no-untyped-def]
     try:
         import pyrage  # type: ignore[import-not-found]
     except ImportError:
-        raise ConfigError("backup.encryption = \"age\" needs pyrage", "pip install 'pgdr[age]' (or pip install pyrage)")
+        raise ConfigError("backup.encryption = \"age\" needs pyrage", "pip install pyrage") from None
     return pyrage
 
 

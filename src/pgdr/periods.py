@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -11,8 +12,10 @@ WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+$", re.IGNORECASE)
 
 def parse_period(text: str | int | float) -> float:
     """'26h' -> 93600.0, '35d' -> 3024000.0, '1d12h' -> 129600.0; a bare number is seconds."""
-    if isinstance(text, int | float):
+    if isinstance(text, int | float) and not isinstance(text, bool) and math.isfinite(text) and text >= 0:
         return float(text)
+    if not isinstance(text, str):  # booleans, negative or infinite numbers, lists, tables, dates from TOML
+        raise ValueError(f"not a length of time: {text!r} (use e.g. 90m, 26h, 35d, 1d12h)")
     stripped = text.strip()
     if re.fullmatch(r"\d+(?:\.\d+)?", stripped):
         return float(stripped)

@@ -96,7 +96,8 @@ def run(
             **_user_options(run_as),  # type: ignore[arg-type]
         )
     except FileNotFoundError:
-        raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint or "install PostgreSQL client tools") from None
+        hint = hint or "install PostgreSQL client tools"
+        raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint) from None
     except subprocess.TimeoutExpired:
         raise StageFailed(stage, f"timed out after {timeout:.0f}s: {describe(argv)}", hint=hint) from None
     if check and completed.returncode != 0:

@@ -7,7 +7,9 @@ with the redactor as soon as they are read, so no output can show them.
 from __future__ import annotations
 
 import os
+import re
 import secrets as random_secrets
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +51,7 @@ class DotenvSource:
     def get(self, secret_name: str) -> str | None:
         if not self.path.exists():
             return None
-        return dotenv_values(self.path).get(secret_name) or None
+        return dotenv_values(self.path, interpolate=False).get(secret_name) or None
 
     def describe(self, secret_name: str) -> str:
         return f"{secret_name} in {self.path}"
@@ -189,8 +191,19 @@ def generate_password() -> str:
     return random_secrets.token_urlsafe(24)
 
 
+UNQUOTED_SAFE = re.compile(r"[^\s'\"#]+")
+
+
 def quote_dotenv_value(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """Double-quoted with escapes (read back without interpolation). A value ending in a backslash cannot be
+    quoted for python-dotenv (it reads the escaped quote as part of the value): it is written bare when that is
+    unambiguous, else refused."""
+    if value.endswith("\\"):
+        if UNQUOTED_SAFE.fullmatch(value):
+            return value
+        raise ConfigError("a secret ending in a backslash and holding spaces, quotes or # cannot go in a dotenv file",
+                          "keep that secret in the environment or in SSM (secrets.sources)")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 
 
@@ -215,9 +228,9 @@ def write_dotenv(path: Path, values: Mapping[str, str]) -> None:
             lines.append(line)
     lines += [f"{key}={quote_dotenv_value(value)}" for key, value in remaining.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.pgdr-{os.getpid()}")
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:  # mkstemp: a fresh name, created 0600
+        descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pgdr-")
+        temporary = Path(temporary_name)
     except OSError as error:
         raise ConfigError(f"cannot write {path}: {error}", "check the folder's permissions") from None
     try:

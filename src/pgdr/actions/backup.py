@@ -46,9 +46,7 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
                                       else ("pg_dumpall", "psql"))
     _, server_version = context.server_version()
     pg_dumpall = toolset.path("pg_dumpall")
-    started = datetime.now(UTC)
-    key = make_key(started, settings.backup.compression, safety, split=split,
-                   encrypted=settings.backup.encryption == "age")
+    started, key = _fresh_key(context, storages, safety, split)
     where = ", ".join(storage.describe() for storage in storages)
     context.output.step(f"Backing up to {key.key} ({where})")
     clock = time.monotonic()
@@ -77,6 +75,25 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
 
         prune(context, [storage.name for storage in storages], confirmed=True)
     return BackupResult(key, manifest, [storage.name for storage in storages])
+
+
+def _fresh_key(context: Context, storages: list[Storage], safety: bool, split: bool) -> tuple[datetime, BackupKey]:
+    """A key no target holds yet: keys have one-second resolution, so a second backup within the same second
+    waits for the next one instead of replacing the first."""
+    backup_settings = context.settings.backup
+    while True:
+        started = datetime.now(UTC)
+        key = make_key(started, backup_settings.compression, safety, split=split,
+                       encrypted=backup_settings.encryption == "age")
+        if not any(storage.get_bytes(key.manifest_key) is not None or _object_exists(storage, key.key)
+                   for storage in storages):
+            return started, key
+        time.sleep(1.05 - started.microsecond / 1_000_000)
+
+
+def _object_exists(storage: Storage, key: str) -> bool:
+    path = storage.local_path(key)
+    return path.exists() if path is not None else False
 
 
 def _stream_dump(

@@ -262,6 +262,9 @@ def restore(context: Context, source: str = "local", key: str | None = None, cle
 
 def _checked_local_copy(context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> Storage:
     """Check the backup completely before the server is touched; a remote one is downloaded on the way."""
+    if record.manifest_error:  # a damaged manifest must not turn a checked backup into an unchecked one
+        raise IntegrityError(f"backup {record.key}: {record.manifest_error}",
+                             "restore another backup (see `pgdr list`), or remove the damaged manifest knowingly")
     if record.key.format == "split":
         if record.manifest is None:
             raise IntegrityError(f"split backup {record.key} has no readable manifest", "restore another backup")

@@ -46,7 +46,8 @@ def up(context: Context) -> None:
     cluster.start()
     wait_until_reachable(context.superuser_endpoint(), timeout=60)
     context.output.success(
-        f"PostgreSQL {cluster.tools().major} running on {context.settings.postgres.host}:{context.settings.postgres.port}"
+        f"PostgreSQL {cluster.tools().major} running on "
+        f"{context.settings.postgres.host}:{context.settings.postgres.port}"
     )
 
 

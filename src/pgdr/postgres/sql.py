@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pgdr.config import DatabaseSettings, UserSettings
 
+TABLE_WRITE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER"
 SYSTEM_DATABASES = ("template0", "template1", "postgres")
 SCRAM_ITERATIONS = 4096
 
@@ -129,7 +130,7 @@ def schema_privileges(database: DatabaseSettings, superuser: str) -> list[str]:
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
         f"GRANT USAGE, CREATE ON SCHEMA public TO {readwrite}",
         f"GRANT USAGE ON SCHEMA public TO {readonly}",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA public TO {readwrite}",
+        f"GRANT {TABLE_WRITE_PRIVILEGES} ON ALL TABLES IN SCHEMA public TO {readwrite}",
         f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {readwrite}",
         f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {readwrite}",
         f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {readonly}",
@@ -138,7 +139,7 @@ def schema_privileges(database: DatabaseSettings, superuser: str) -> list[str]:
     for creator in creators:
         prefix = f"ALTER DEFAULT PRIVILEGES FOR ROLE {creator} IN SCHEMA public GRANT"
         statements += [
-            f"{prefix} SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLES TO {readwrite}",
+            f"{prefix} {TABLE_WRITE_PRIVILEGES} ON TABLES TO {readwrite}",
             f"{prefix} USAGE, SELECT, UPDATE ON SEQUENCES TO {readwrite}",
             f"{prefix} EXECUTE ON FUNCTIONS TO {readwrite}",
             f"{prefix} SELECT ON TABLES TO {readonly}",
@@ -204,7 +205,8 @@ def user_roles_query(superuser: str) -> str:
 
 def table_counts_query() -> str:
     return (
-        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
         "AND n.nspname !~ '^pg_toast' ORDER BY 1, 2"
     )

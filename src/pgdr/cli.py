@@ -283,7 +283,7 @@ def clean_hard(ctx: typer.Context, yes: YesOption = False, production: Productio
     hard(make_context(ctx, yes, production=production))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def psql(ctx: typer.Context) -> None:
     """Open psql as the superuser (arguments are passed through)."""
     from pgdr.postgres.connect import client_environment

@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     CLUSTER = 13
     RTO_EXCEEDED = 14
     CHECK_FAILED = 15
+    PROVISION_FAILED = 16
     INTERRUPTED = 130
 
 
@@ -97,6 +98,12 @@ class BinariesError(PgdrError):
 
 class ClusterError(PgdrError):
     exit_code = ExitCode.CLUSTER
+
+
+class ProvisionFailed(PgdrError):
+    """An init step or a migration failed (init is idempotent: fix and run it again)."""
+
+    exit_code = ExitCode.PROVISION_FAILED
 
 
 class RtoExceeded(PgdrError):

@@ -52,7 +52,7 @@ def test_a_failing_migration_stops_init_naming_the_file(live):
     write(folder / "001-ok.sql", "SELECT 1;\n")
     write(folder / "002-broken.sql", "SELECT * FROM no_such_table;\n")
     write(folder / "003-never.sql", "CREATE DATABASE never_created;\n")
-    result = fails(live, "init", code=1)
+    result = fails(live, "init", code=16)
     assert "002-broken.sql" in result.stderr
     assert "no_such_table" in result.stderr
     with live.connect() as connection:

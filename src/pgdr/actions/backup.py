@@ -137,7 +137,7 @@ def age_recipients(context: Context) -> list[object]:
 def _check_dump(scanner: DumpScanner) -> None:
     if not scanner.complete:
         raise BackupFailed(
-            "pg_dumpall output ended without its end marker: the dump is incomplete",
+            "backup failed at stage pg_dumpall: its output ended without the end-of-dump marker (incomplete dump)",
             "check the server's log and free space, then run `pgdr backup` again",
         )
     if scanner.has_password:

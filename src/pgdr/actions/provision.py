@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pgdr.config import Settings
 from pgdr.context import Context
-from pgdr.errors import ConfigError, PgdrError, StageFailed
+from pgdr.errors import ConfigError, PgdrError, ProvisionFailed, StageFailed
 from pgdr.locking import locked
 from pgdr.postgres import inventory, sql
 from pgdr.postgres.connect import client_environment, session
@@ -77,7 +77,7 @@ def init(context: Context, dry_run: bool = False) -> list[Statement]:
         except PgdrError:
             raise
         except Exception as error:  # psycopg errors: say which step, never the SQL of a secret step
-            raise PgdrError(f"init step '{statement.description}' failed: {str(error).strip().splitlines()[0]}",
+            raise ProvisionFailed(f"init step '{statement.description}' failed: {str(error).strip().splitlines()[0]}",
                             "fix the cause above and run `pgdr init` again (it is idempotent)") from None
     context.output.success(f"Databases, roles and users in place ({len(settings.databases)} databases)")
     context.output.success("User passwords reset")
@@ -114,5 +114,5 @@ def run_migrations(context: Context, migrations: list[Path]) -> None:
                 run(argv, stage=f"migration {path.name}", environment=child, cwd=str(path.parent), timeout=3600,
                     hint=f"fix {path} and run `pgdr init` again")
             except StageFailed as failure:
-                raise PgdrError(f"migration {path.name} failed: {failure.detail}", failure.hint) from None
+                raise ProvisionFailed(f"migration {path.name} failed: {failure.detail}", failure.hint) from None
             context.output.success(f"Migration {path.name} applied")

@@ -126,6 +126,10 @@ def run_app_check(context: Context, report: VerifyReport) -> None:
 
 def verify(context: Context, row_counts: bool = True) -> VerifyReport:
     report = VerifyReport()
+    record = read_restore_record(context.settings.state_dir)
+    if record and record.get("status") != "complete":  # first: it is the cause of whatever fails below
+        report.add(f"last restore ({record.get('key')}) completed", False,
+                   "it was interrupted or failed: `pgdr restore latest --clean`, then `pgdr init`")
     present = set(inventory.user_databases(context.superuser_endpoint()))
     for database in context.settings.databases:
         if database.name not in present:
@@ -136,10 +140,6 @@ def verify(context: Context, row_counts: bool = True) -> VerifyReport:
         check_logins(context, database, report)
         if not any(name.endswith("logs in over TCP") and not ok for name, ok, _ in report.checks):
             check_privileges(context, database, report)
-    record = read_restore_record(context.settings.state_dir)
-    if record and record.get("status") != "complete":
-        report.add(f"last restore ({record.get('key')}) completed", False,
-                   "it was interrupted or failed: `pgdr restore latest --clean`, then `pgdr init`")
     if row_counts and context.settings.verify.row_counts and record and record.get("manifest"):
         check_row_counts(context, Manifest.model_validate(record["manifest"]), report)
     run_app_check(context, report)
@@ -156,6 +156,6 @@ def _report(context: Context, report: VerifyReport) -> None:
     if report.failures:
         first = report.failures[0]
         hint = ("run `pgdr secrets pull && pgdr init`" if "logs in" in first[0]
-                else "see the failed checks above")
+                else first[2] if first[0].startswith("last restore") else "see the failed checks above")
         raise VerifyFailed(f"{len(report.failures)} of {len(report.checks)} checks failed: {first[0]}", hint)
     context.output.success("Application can connect")

@@ -67,16 +67,25 @@ def unreachable_ancestor(path: Path, run_as: RunAs) -> Path | None:
     return None
 
 
-def current_run_as(os_user: str) -> RunAs | None:
+def create_system_user_argv(name: str) -> list[str]:
+    return ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+            name]
+
+
+def current_run_as(os_user: str, log: Callable[[str], None] = print) -> RunAs | None:
+    """None when not root; else the unprivileged user that runs the managed cluster, created if missing."""
     if os.geteuid() != 0:
         return None
     try:
         return RunAs.lookup(os_user)
     except KeyError:
-        raise ClusterError(
-            f"running as root, and PostgreSQL refuses root, but OS user {os_user!r} does not exist",
-            f"create it (useradd --system {os_user}) or set postgres.os_user to an unprivileged user",
-        ) from None
+        pass
+    hint = f"create it (useradd --system {os_user}) or set postgres.os_user to an unprivileged user"
+    if shutil.which("useradd") is None:
+        raise ClusterError(f"running as root (PostgreSQL refuses root) and OS user {os_user!r} does not exist", hint)
+    run(create_system_user_argv(os_user), stage="useradd", hint=hint)
+    log(f"Created system user {os_user} to run PostgreSQL (PostgreSQL refuses to run as root)")
+    return RunAs.lookup(os_user)
 
 
 @dataclass
@@ -90,7 +99,7 @@ class LocalCluster:
     log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
-        self.run_as = self.run_as or current_run_as(self.settings.os_user)
+        self.run_as = self.run_as or current_run_as(self.settings.os_user, self.log)
 
     @property
     def data_dir(self) -> Path:

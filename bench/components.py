@@ -18,6 +18,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 CHUNK = 1024 * 1024
 GZIP_WBITS = 31
@@ -30,19 +31,19 @@ def chunks(data: bytes) -> Iterator[bytes]:
         yield bytes(view[start : start + CHUNK])
 
 
-def compress_with(factory: Callable[[], object]) -> Step:
+def compress_with(factory: Callable[[], Any]) -> Step:
     def step(source: Iterator[bytes]) -> int:
         compressor = factory()
-        size = sum(len(compressor.compress(chunk)) for chunk in source)  # type: ignore[attr-defined]
-        return size + len(compressor.flush())  # type: ignore[attr-defined]
+        size = sum(len(compressor.compress(chunk)) for chunk in source)
+        return size + len(compressor.flush())
 
     return step
 
 
-def decompress_with(factory: Callable[[], object], finish: str) -> Step:
+def decompress_with(factory: Callable[[], Any], finish: str) -> Step:
     def step(source: Iterator[bytes]) -> int:
         decompressor = factory()
-        size = sum(len(decompressor.decompress(chunk)) for chunk in source)  # type: ignore[attr-defined]
+        size = sum(len(decompressor.decompress(chunk)) for chunk in source)
         tail = getattr(decompressor, finish)() if finish else b""
         return size + len(tail)
 
@@ -56,7 +57,7 @@ def sha256(source: Iterator[bytes]) -> int:
     return 0
 
 
-def consume_with(factory: Callable[[], object], method: str) -> Step:
+def consume_with(factory: Callable[[], Any], method: str) -> Step:
     def step(source: Iterator[bytes]) -> int:
         consumer = factory()
         return sum(len(getattr(consumer, method)(chunk) or b"") for chunk in source)
@@ -72,9 +73,11 @@ def compressors() -> dict[str, Step]:
     try:
         from isal import isal_zlib
 
+        def isal_level(level: int) -> Callable[[], Any]:
+            return lambda: isal_zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+
         for level in (1, 2, 3):
-            steps[f"isal level {level}"] = compress_with(
-                lambda level=level: isal_zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS))
+            steps[f"isal level {level}"] = compress_with(isal_level(level))
     except ImportError:
         pass
     try:
@@ -88,8 +91,8 @@ def compressors() -> dict[str, Step]:
     try:
         from pgdr.compression import make_compressor
 
-        for name in ("gzip", "zstd"):
-            steps[f"pgdr make_compressor({name!r})"] = compress_with(lambda name=name: make_compressor(name))
+        steps["pgdr make_compressor('gzip')"] = compress_with(lambda: make_compressor("gzip"))
+        steps["pgdr make_compressor('zstd')"] = compress_with(lambda: make_compressor("zstd"))
     except ImportError:
         pass
     return steps
@@ -150,7 +153,7 @@ def measure(step: Step, data: bytes) -> tuple[float, float, int]:
 def run(path: Path, megabytes: int) -> list[dict[str, object]]:
     with open(path, "rb") as handle:
         data = handle.read(megabytes * 1000**2)
-    rows = []
+    rows: list[dict[str, object]] = []
     steps = {"sha256": (data, sha256), **{name: (data, step) for name, step in pgdr_steps().items()},
              **{name: (data, step) for name, step in compressors().items()}, **decompressors(data)}
     for name, (payload, step) in steps.items():

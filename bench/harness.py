@@ -350,7 +350,7 @@ def case_pgdr_restore(variant: str) -> Callable[[Bench, Round], Result]:
         bench.target.fresh()
         settle()
         try:
-            result = run_pgdr(bench, bench.target, ["restore", "file", key], {}, "psql (child)")
+            result = run_pgdr(bench, bench.target, ["restore", "file", key], {}, "psql/pg_restore (children)")
             result.extra |= verify(bench, bench.target.target) | {"phases_s": restore_phases(result)}
         finally:
             bench.target.stop()
@@ -412,6 +412,9 @@ def run_round(bench: Bench, index: int) -> Round:
         attempt(bench, state, name, case)
     for path in state.created:  # this round's pgdr backups: keep the disk bounded
         path.unlink(missing_ok=True)
+    for folder in sorted((path for path in bench.source.backups.rglob("*") if path.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()  # a split backup's folder, or a day's, now empty
     if bench.moto is not None:
         bench.moto.empty_bucket()
     return state

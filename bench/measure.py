@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -101,7 +103,8 @@ def server_cpu_seconds(pid: int) -> float | None:
 
 
 def _start(stages: list[Stage], stdin: IO[bytes] | int, stdout: IO[bytes] | int, env: dict[str, str],
-           cwd: Path | None, stderr_files: list[IO[bytes]], merge_last_stderr: bool) -> list[subprocess.Popen[bytes]]:
+           cwd: Path | None, stderr_files: Sequence[IO[bytes]], merge_last_stderr: bool
+           ) -> list[subprocess.Popen[bytes]]:
     """Start the pipeline in a process group of its own (so it can be ended as a whole, and only it)."""
     processes: list[subprocess.Popen[bytes]] = []
     source: IO[bytes] | int = stdin
@@ -124,10 +127,10 @@ def _read_lines(stream: IO[bytes], started: float, lines: list[tuple[float, str]
         lines.append((round(time.monotonic() - started, 3), raw.decode(errors="replace").rstrip()))
 
 
-def _wait(processes: list[subprocess.Popen[bytes]], deadline: float) -> dict[int, os.struct_rusage]:
+def _wait(processes: list[subprocess.Popen[bytes]], deadline: float) -> dict[int, resource.struct_rusage]:
     """Reap every stage with wait4 (exact rusage per process); TimeoutError past the deadline."""
     pending = {process.pid: process for process in processes}
-    usages: dict[int, os.struct_rusage] = {}
+    usages: dict[int, resource.struct_rusage] = {}
     while pending:
         for pid in list(pending):
             reaped, status, usage = os.wait4(pid, os.WNOHANG)
@@ -159,7 +162,7 @@ def end_group(processes: list[subprocess.Popen[bytes]]) -> None:
             return
 
 
-def _cpu(stage: Stage, rusage: os.struct_rusage, peaks: dict[str, float]) -> dict[str, float]:
+def _cpu(stage: Stage, rusage: resource.struct_rusage, peaks: dict[str, float]) -> dict[str, float]:
     """CPU seconds of a stage, split into itself and its children when it ran under rusage_run.py."""
     if stage.rusage_file is None or not stage.rusage_file.exists():
         return {stage.name: rusage.ru_utime + rusage.ru_stime}

@@ -458,6 +458,8 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         result = command.main(standalone_mode=False, prog_name="pgdr")
+        if result == ExitCode.INTERRUPTED:  # typer turns KeyboardInterrupt into a silent exit 130: say so
+            raise KeyboardInterrupt
         sys.exit(result if isinstance(result, int) else 0)
     except typer.Exit as exit_request:
         sys.exit(exit_request.exit_code)

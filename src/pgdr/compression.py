@@ -65,7 +65,7 @@ class GzipDecompressor:
     """Decompresses concatenated gzip members too (``cat a.gz b.gz`` is a valid gzip stream)."""
 
     def __init__(self) -> None:
-        self._decompressor = zlib.decompressobj(GZIP_AUTO_WBITS)
+        self._decompressor = gzip_zlib.decompressobj(GZIP_AUTO_WBITS)
         self._seen_data = False
 
     def decompress(self, data: bytes) -> bytes:
@@ -77,7 +77,7 @@ class GzipDecompressor:
                 break
             data = self._decompressor.unused_data
             if data:
-                self._decompressor = zlib.decompressobj(GZIP_AUTO_WBITS)
+                self._decompressor = gzip_zlib.decompressobj(GZIP_AUTO_WBITS)
         return b"".join(output)
 
     def finish(self) -> bytes:
@@ -140,4 +140,4 @@ def make_decompressor(compression: str) -> Decompressor:
     return Identity()
 
 
-DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (zlib.error, zstandard.ZstdError, ValueError)
+DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (zlib.error, gzip_zlib.error, zstandard.ZstdError, ValueError)  # type: ignore[assignment]

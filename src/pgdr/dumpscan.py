@@ -73,6 +73,21 @@ def parse_connect_database(line: str) -> str:
     return argument
 
 
+class EndMarker:
+    """Only whether the stream ends with pg_dumpall's end-of-dump line: the cheap check a restore's pre-flight pass
+    needs (checksums and the compressors' own CRCs cover the rest), at a fraction of DumpScanner's cost."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self._tail = (self._tail + chunk[-256:])[-256:]
+
+    @property
+    def complete(self) -> bool:
+        return END_MARKER in self._tail
+
+
 @dataclass
 class DumpScanner:
     """Feed it the uncompressed dump chunk by chunk; read `databases` and `complete` at the end."""

@@ -184,6 +184,7 @@ class SecretResolver:
 def make_resolver(settings: Settings) -> SecretResolver:
     for name in settings.secret_names():
         register_secret_name(name)
+    register_secret_name(settings.backup.age_identity)  # the age private key: no child process needs it
     return SecretResolver(build_sources(settings))
 
 

@@ -14,9 +14,9 @@ from typing import BinaryIO
 from pgdr.catalog import BackupRecord, find, latest, list_backups
 from pgdr.compression import DECOMPRESSION_ERRORS, make_decompressor
 from pgdr.context import Context
-from pgdr.dumpscan import DumpScanner
+from pgdr.dumpscan import EndMarker
 from pgdr.encryption import DecryptingReader
-from pgdr.errors import IntegrityError, Refused, RestoreFailed, SecretMissing, StageFailed, UsageError
+from pgdr.errors import IntegrityError, Interrupted, Refused, RestoreFailed, SecretMissing, StageFailed, UsageError
 from pgdr.locking import locked
 from pgdr.postgres import inventory
 from pgdr.postgres.binaries import Toolset
@@ -59,7 +59,7 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_
             f"backup {record.key} is {record.size} bytes but its manifest says {manifest.size}",
             "the backup is truncated or was replaced: restore another one (see `pgdr list`)",
         )
-    digest, decompressor, scanner = hashlib.sha256(), make_decompressor(record.key.compression), DumpScanner()
+    digest, decompressor, scanner = hashlib.sha256(), make_decompressor(record.key.compression), EndMarker()
     context.output.step(f"Checking {record.key} ({'checksum, ' if manifest else ''}decompression)")
     label = "Downloading" if copy_to is not None else "Checking"
     with storage.open_download(record.key.key) as handle, context.output.progress(label, record.size) as bar:
@@ -110,7 +110,7 @@ def plaintext(context: Context, source: TeeReader, record: BackupRecord) -> TeeR
     return DecryptingReader(source, parse_identity(context.secrets.get(name), name))  # type: ignore[arg-type]
 
 
-def _check_scan(record: BackupRecord, sha256: str, scanner: DumpScanner) -> None:
+def _check_scan(record: BackupRecord, sha256: str, scanner: EndMarker) -> None:
     if record.manifest is not None and record.manifest.sha256 != sha256:
         raise IntegrityError(
             f"backup {record.key} does not match its manifest's sha256",
@@ -318,8 +318,9 @@ def _apply(context: Context, toolset: Toolset, storage: Storage, record: BackupR
             HINT_RETRY,
         ) from None
     except KeyboardInterrupt:
-        context.output.warn("Restore interrupted: the cluster holds a partial restore. Next: " + HINT_RETRY)
-        raise
+        raise Interrupted(f"restore of {record.key} interrupted: the cluster holds a partial restore",
+                          "restore again over it: `pgdr restore latest --clean` (or `pgdr clean soft --yes` and "
+                          "restore again)") from None
     write_restore_record(state_dir, record.key.key, storage.name, "complete", manifest)
     context.output.success("Database restored successfully")
     context.output.info("Passwords are not in backups: run `pgdr init` to set every user's password.")

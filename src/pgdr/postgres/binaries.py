@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pgdr.errors import BinariesError
+from pgdr.run import child_environment
 
 RELOCATION_ROOT = Path("/var/lib/pgdr")
 VERSION_PATTERN = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -103,7 +104,8 @@ def find_in(folder: Path | None, name: str) -> str | None:
 def version_of(path: str) -> tuple[int, str]:
     """(major, full version text) from `<binary> --version`."""
     try:
-        output = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+        output = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False,
+                                env=child_environment()).stdout  # without pgdr's secrets, like every child
     except OSError as error:
         raise BinariesError(f"cannot run {path}: {error}", INSTALL_HINT) from None
     match = VERSION_PATTERN.search(output)

@@ -1,0 +1,92 @@
+"""One writer per cluster: while a backup or a restore runs, every other writer on the same cluster refuses at once
+(exit 3) naming the holder, or with `--wait SECONDS` queues behind it and then runs. The running operation is
+slowed down by a throttled fake binary so the overlap is certain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from fault_helpers import (
+    assert_clean_failure,
+    cluster_project,
+    finish,
+    list_json,
+    mark_file,
+    server_state,
+    start_pgdr,
+    throttled_bin_dir,
+    wait_for,
+)
+
+from conftest import count_orders, load_sample_data
+
+ROWS = 5000
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator:
+    with cluster_project() as project:
+        load_sample_data(project, ROWS)
+        yield project
+
+
+def slow(project, binary: str, direction: str, name: str, rate: str = "131072") -> tuple[dict[str, str], object]:
+    workdir = project.root.parent
+    mark = mark_file(workdir, name)
+    environment = {"PGDR_POSTGRES__BIN_DIR": str(throttled_bin_dir(workdir, binary, direction)),
+                   "FAULT_RATE": rate, "FAULT_MARK": str(mark), "FAULT_MARK_AFTER": "16384"}
+    return environment, mark
+
+
+def refused(project, holder: str, pid: int, *args: str) -> None:
+    state = server_state(project)
+    result = project.pgdr(*args)
+    line = assert_clean_failure(result, 3, f"pgdr {holder} (pid {pid}, since ", "is already working on this cluster")
+    assert "--wait SECONDS" in result.stderr, line
+    assert server_state(project) == state
+
+
+def manifest_of(project, key: str) -> dict[str, object]:
+    return json.loads((project.backups / (key + ".manifest.json")).read_text())
+
+
+def test_a_second_writer_during_a_backup_refuses_naming_it_and_with_wait_runs_after_it(live):
+    before = {str(record["key"]) for record in list_json(live)}
+    environment, mark = slow(live, "pg_dumpall", "out", "slow-backup", rate="98304")
+    first = start_pgdr(live, "backup", env=environment)
+    try:
+        wait_for(mark.exists, first, what="the first backup to stream")
+        refused(live, "backup", first.pid, "backup")
+        refused(live, "backup", first.pid, "restore", "latest", "--clean", "--yes")
+        refused(live, "backup", first.pid, "clean", "soft", "--yes")
+        assert first.poll() is None, "the first backup ended before the second writer tried: no overlap tested"
+        queued = live.pgdr("--wait", "60", "backup")  # the global option: waits for the lock, then backs up
+    finally:
+        result = finish(first)
+    assert result.returncode == 0, result.stderr
+    assert queued.returncode == 0, queued.stderr
+    first_key, second_key = sorted({str(record["key"]) for record in list_json(live)} - before)
+    assert first_key in result.stdout and second_key in queued.stdout
+    first_finished = datetime.fromisoformat(str(manifest_of(live, first_key)["finished_at"]))
+    second_started = datetime.fromisoformat(str(manifest_of(live, second_key)["started_at"]))
+    assert second_started >= first_finished, "the queued backup ran while the first one was still writing"
+
+
+def test_writers_during_a_restore_refuse_naming_it_and_the_restore_completes(live):
+    live.ok("clean", "soft", "--yes")
+    environment, mark = slow(live, "psql", "in", "slow-restore", rate="65536")
+    restore = start_pgdr(live, "restore", "latest", env=environment)
+    try:
+        wait_for(mark.exists, restore, what="the restore to stream into psql")
+        for command in (("backup",), ("init",), ("clean", "soft", "--yes"), ("restore", "latest", "--clean", "--yes")):
+            refused(live, "restore", restore.pid, *command)
+        assert restore.poll() is None, "the restore ended before the others tried: no overlap tested"
+    finally:
+        result = finish(restore)
+    assert result.returncode == 0, result.stderr
+    live.ok("init")
+    assert count_orders(live) == ROWS

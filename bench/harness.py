@@ -460,6 +460,18 @@ def output_of(argv: list[str]) -> str:
         return ""
 
 
+def source_fingerprint() -> str:
+    """sha256 of pgdr's installed source: pgdr is imported afresh by every case, so an edit mid-run mixes versions."""
+    import hashlib
+
+    import pgdr
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(pgdr.__file__).parent.rglob("*.py")):
+        digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def versions(bench: Bench) -> dict[str, object]:
     import pgdr
 
@@ -532,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = make_bench(args)
     atexit.register(bench.close)
     rounds: list[Round] = []
+    fingerprint = source_fingerprint()
     try:
         prepared = prepare(bench)
         for index in range(args.rounds):
@@ -544,7 +557,10 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
     summaries = report.summarize(list(rounds))
     checks = report.target_checks(summaries)
-    data = data_report(rounds, prepared)
+    fingerprints = {"start": fingerprint, "end": source_fingerprint()}
+    data = data_report(rounds, prepared) | {"pgdr_source_sha256": fingerprints}
+    if fingerprints["start"] != fingerprints["end"]:
+        log("\nWARNING: pgdr's source changed during the run: the rounds did not all measure the same code")
     log("\n" + data_line(data) + "\n\n" + report.tables(summaries) + "\n\n" + report.targets_text(checks, args.size))
     log(f"\nMeasuring each in-process step alone on {args.components_mb} MB of the dump (bench/components.py)")
     components = component_costs(bench, args.components_mb)

@@ -138,7 +138,9 @@ def bottleneck(summary: CaseSummary) -> str:
     part = max(summary.cpu_s, key=lambda name: demand(summary, name))
     share, running = demand(summary, part), summary.cpu_s[part] / summary.wall_s
     if share >= CPU_BOUND:
-        return f"{part} is CPU-bound: running {running:.0%} + waiting for a core {share - running:.0%} of the wall time"
+        several = " (over 100%: several processes at once)" if share > 1 else ""
+        waiting = share - running
+        return f"{part} is CPU-bound: on a core {running:.0%} + waiting for one {waiting:.0%} of the time{several}"
     return f"no process CPU-bound (top: {part} wanted a core {share:.0%} of the time): I/O or pipe waits"
 
 

@@ -18,6 +18,7 @@ from fault_helpers import (
     assert_clean_failure,
     assert_no_new_backup,
     cluster_project,
+    fake_binary,
     finish,
     list_json,
     mark_file,
@@ -98,3 +99,17 @@ def test_disk_full_on_a_real_filesystem_fails_with_exit_11_and_leaves_the_disk_e
     finally:
         with live.connect("demo") as connection:
             connection.execute("DROP TABLE filler")
+
+
+def test_a_pg_dumpall_that_ignores_no_role_passwords_is_refused_and_nothing_is_stored(live):
+    """The dump is scanned, not trusted: a pg_dumpall that drops --no-role-passwords (a wrapper, a wrong bin_dir)
+    yields ALTER ROLE ... PASSWORD 'SCRAM-SHA-256$...' lines, and pgdr refuses to store them."""
+    script = ('for argument in "$@"; do shift; [ "$argument" = --no-role-passwords ] || set -- "$@" "$argument"; '
+              'done\nexec "$REAL" "$@"\n')
+    bin_dir = fake_binary(live.root.parent, "with-passwords", "pg_dumpall", script)
+    tree, keys = tree_snapshot(live.backups), [str(record["key"]) for record in list_json(live)]
+    result = live.pgdr("backup", env={"PGDR_POSTGRES__BIN_DIR": str(bin_dir)})
+    assert_clean_failure(result, 7, "the dump contains role passwords; refusing to store it")
+    assert "postgres.bin_dir" in result.stderr
+    assert "SCRAM-SHA-256$" not in result.stdout + result.stderr
+    assert_no_new_backup(live, tree, keys)

@@ -5,8 +5,9 @@ Transient faults are retried with a warning line each and the operation complete
 
 Covered elsewhere, not repeated: an upload cut for good by a TCP proxy
 (tests/end_to_end/test_s3_recovery.py::test_an_upload_cut_off_midway_leaves_no_listed_backup), a dump dying
-after parts were uploaded (test_s3_recovery.py::test_a_dump_dying_after_parts_were_uploaded_aborts_the_multipart_upload),
-a transient reset on upload and download at the storage layer (tests/integration/test_s3_storage.py).
+after parts were uploaded
+(test_s3_recovery.py::test_a_dump_dying_after_parts_were_uploaded_aborts_the_multipart_upload), a transient reset
+on upload and download at the storage layer (tests/integration/test_s3_storage.py).
 """
 
 from __future__ import annotations
@@ -190,11 +191,13 @@ def prlimit(project, size: int, *args: str, env: dict[str, str] | None = None) -
 
 
 def test_local_disk_full_while_backing_up_to_local_and_s3_aborts_the_s3_upload_too(s3_live, moto_server):
+    """The limit sits between one part (8 MiB) plus a chunk (1 MiB) and the dump's size (~10.3 MB): the S3 upload
+    has a part stored when the local file hits the limit."""
     prefix = fresh_prefix()
     tree = tree_snapshot(s3_live.backups)
     proxy = FaultProxy(moto_server.port, []).start()  # no faults: it only records the requests
     try:
-        result = prlimit(s3_live, 9_000_000, "backup", env=through(
+        result = prlimit(s3_live, 9_700_000, "backup", env=through(
             proxy, prefix, PGDR_BACKUP__TARGETS='["local", "s3"]'))
     finally:
         proxy.stop()

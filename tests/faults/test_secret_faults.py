@@ -2,9 +2,11 @@
 is exit 5 with the runbook's fix (`pgdr secrets pull && pgdr init`); neither writes a backup nor changes the server.
 
 Covered elsewhere, not repeated: the server down (exit 4 with `pgdr up`) for backup, init, verify, clean, restore
-and psql (tests/end_to_end/test_status_list_psql.py::test_commands_against_a_stopped_server_exit_4_say_pgdr_up_and_write_nothing,
+and psql
+(tests/end_to_end/test_status_list_psql.py::test_commands_against_a_stopped_server_exit_4_say_pgdr_up_and_write_nothing,
 test_backup_failures.py::test_backup_of_a_stopped_server_fails_with_a_hint_and_leaves_no_file_at_all); a missing
-secret in `secrets pull` (test_secrets_local.py::test_secrets_pull_with_a_missing_secret_exits_6_naming_it_and_every_place_looked);
+secret in `secrets pull`
+(test_secrets_local.py::test_secrets_pull_with_a_missing_secret_exits_6_naming_it_and_every_place_looked);
 a user's password changed behind pgdr's back (exit 10 from verify, test_secrets_local.py); a missing age identity
 (test_split_and_encryption.py::test_encrypted_backup_restores_with_the_identity_and_is_refused_without_it).
 """
@@ -43,7 +45,7 @@ def dotenv_with(project, name: str, values: dict[str, str]) -> str:
 def unchanged_after(project, *args: str, env: dict[str, str], code: int) -> str:
     state, tree = server_state(project), tree_snapshot(project.backups)
     result = project.pgdr(*args, env=env)
-    line = assert_clean_failure(result, code)
+    assert_clean_failure(result, code)
     assert server_state(project) == state
     assert tree_snapshot(project.backups) == tree
     assert WRONG not in result.stdout + result.stderr

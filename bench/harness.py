@@ -108,7 +108,7 @@ class Bench:
         return str(self.bin_dir / name)
 
     def close(self) -> None:
-        """Stop every server this run started; the source cluster keeps its data for --reuse."""
+        """Stop every server this run started and drop the restored copies; the source keeps its data (--reuse)."""
         if self.closed:
             return
         self.closed = True
@@ -117,6 +117,10 @@ class Bench:
                 stop()
             except Exception as error:  # noqa: BLE001 - cleanup goes on whatever failed
                 log(f"cleanup: {error}")
+        if self.scratch.pid() is None:
+            shutil.rmtree(self.scratch.root, ignore_errors=True)
+        if self.target.pid() is None:
+            shutil.rmtree(self.target.data_dir, ignore_errors=True)
         if self.moto is not None:
             self.moto.stop()
         self.stack.close()
@@ -502,13 +506,13 @@ def data_line(data: dict[str, object]) -> str:
             "rounds interleaved, medians shown")
 
 
-def write_results(path: Path, args: argparse.Namespace, started: datetime, bench: Bench, rounds: list[Round],
-                  data: dict[str, object], summaries: list[report.CaseSummary], checks: list[dict[str, object]],
-                  components: list[dict[str, object]]) -> None:
+def write_results(path: Path, args: argparse.Namespace, started: datetime, started_versions: dict[str, object],
+                  rounds: list[Round], data: dict[str, object], summaries: list[report.CaseSummary],
+                  checks: list[dict[str, object]], components: list[dict[str, object]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "started": started.isoformat(), "finished": datetime.now(UTC).isoformat(), "size_bytes": args.size,
-        "rounds": args.rounds, "seed": args.seed, "machine": machine(), "versions": versions(bench), "data": data,
+        "rounds": args.rounds, "seed": args.seed, "machine": machine(), "versions": started_versions, "data": data,
         "summary": report.as_json(summaries), "targets": checks, "components": components,
         "results": [{"round": state.index + 1, "cases": {name: result.as_json() for name, result in
                                                          state.results.items()}, "errors": state.errors}
@@ -544,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = make_bench(args)
     atexit.register(bench.close)
     rounds: list[Round] = []
-    fingerprint = source_fingerprint()
+    fingerprint, started_versions = source_fingerprint(), versions(bench)
     try:
         prepared = prepare(bench)
         for index in range(args.rounds):
@@ -567,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     if components:
         log(components_table(components))
     output = args.output or BENCH_DIR / "results" / f"{started:%Y%m%d-%H%M%S}-{args.size // 10**6}MB.json"
-    write_results(output, args, started, bench, rounds, data, summaries, checks, components)
+    write_results(output, args, started, started_versions, rounds, data, summaries, checks, components)
+    (bench.folder / "baseline.sql.gz").unlink(missing_ok=True)
     log(f"\nWrote {output}")
     return 0
 

@@ -6,6 +6,7 @@ of those is reported, so a burst of load from other processes slows a case and i
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -22,6 +23,7 @@ SERVER = "postgres server"
 MOTO = "moto (S3 server)"
 RSS_TARGET_MB = 150
 CPU_BOUND = 0.8  # a process using this share of one core is taken as the one limiting the pipeline
+CPU_SATURATED = 0.9  # share of all cores busy from which the machine itself is the limit
 
 
 def backup_case(variant: str) -> str:
@@ -54,6 +56,7 @@ class CaseSummary:
     waiting_s: dict[str, float]
     peak_rss_mb: dict[str, float]
     other_cpu_s: float
+    machine_busy: float  # share of all cores busy (any process) during the case
     phases_s: dict[str, float]
     rows_match: bool | None
     bottleneck: str = ""
@@ -110,6 +113,8 @@ def summarize_case(name: str, rounds: list[RoundResults]) -> CaseSummary | None:
         peak_rss_mb={part: max(result.peak_rss_mb.get(part, 0.0) for result in runs)
                      for part in dict.fromkeys(part for result in runs for part in result.peak_rss_mb)},
         other_cpu_s=statistics.median(result.machine_busy_s - result.our_cpu_s for result in runs),
+        machine_busy=statistics.median(result.machine_busy_s / (result.wall_s * (os.cpu_count() or 1))
+                                       for result in runs),
         phases_s={phase: statistics.median(result.extra["phases_s"][phase] for result in runs  # type: ignore[index]
                                            if phase in result.extra.get("phases_s", {}))  # type: ignore[operator]
                   for phase in sorted(phases)},
@@ -141,6 +146,9 @@ def bottleneck(summary: CaseSummary) -> str:
         several = " (over 100%: several processes at once)" if share > 1 else ""
         waiting = share - running
         return f"{part} is CPU-bound: on a core {running:.0%} + waiting for one {waiting:.0%} of the time{several}"
+    if summary.machine_busy >= CPU_SATURATED:
+        return (f"no single process (top: {part} wanted a core {share:.0%} of the time), but all cores were "
+                f"{summary.machine_busy:.0%} busy: the wall time follows the total CPU of the case and of the others")
     return f"no process CPU-bound (top: {part} wanted a core {share:.0%} of the time): I/O or pipe waits"
 
 

@@ -287,14 +287,13 @@ def clean_hard(ctx: typer.Context, yes: YesOption = False, production: Productio
 def psql(ctx: typer.Context) -> None:
     """Open psql as the superuser (arguments are passed through)."""
     from pgdr.postgres.connect import client_environment
+    from pgdr.run import interactive
 
     context = make_context(ctx)
     toolset, _ = context.client_tools(("psql",))
     with client_environment(context.superuser_endpoint()) as environment:
-        import subprocess
-
-        completed = subprocess.run([toolset.path("psql"), *ctx.args], env=environment, check=False)  # noqa: S603
-    raise typer.Exit(completed.returncode)
+        returncode = interactive([toolset.path("psql"), *ctx.args], environment)
+    raise typer.Exit(returncode)
 
 
 @app.command()

@@ -167,6 +167,20 @@ class Stream:
         self.process.wait()
 
 
+def interactive(argv: Sequence[str], environment: Mapping[str, str]) -> int:
+    """Run a program attached to the terminal (pgdr psql). Ctrl-C belongs to it (psql cancels the query), so
+    pgdr ignores SIGINT until it exits, instead of dying and leaving it orphaned."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = subprocess.Popen(list(argv), env=dict(environment),  # noqa: S603 - argv list, no shell
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return process.wait()
+    except FileNotFoundError:
+        raise StageFailed(argv[0], "program not found", hint="install PostgreSQL client tools") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _widen_pipe(pipe: IO[bytes] | None) -> None:
     """A 1 MiB pipe instead of 64 KiB: fewer wake-ups between pgdr and pg_dumpall/psql (Linux only)."""
     if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):

@@ -50,9 +50,11 @@ class PrunePlan:
 
 
 def orphan_manifests(keys: set[str]) -> list[str]:
-    """Manifests whose backup is gone (an earlier prune stopped between the two deletes)."""
+    """Manifests whose backup is gone (an earlier prune stopped between the two deletes). A split backup is a
+    folder of parts, not one object: its manifest is an orphan only when no part is left."""
+    present = keys | {key.rsplit("/", 1)[0] for key in keys}
     return sorted(key for key in keys if key.endswith(MANIFEST_SUFFIX)
-                  and is_backup_key(key[: -len(MANIFEST_SUFFIX)]) and key[: -len(MANIFEST_SUFFIX)] not in keys)
+                  and is_backup_key(key[: -len(MANIFEST_SUFFIX)]) and key[: -len(MANIFEST_SUFFIX)] not in present)
 
 
 def plan(context: Context, target: str, now: datetime | None = None) -> PrunePlan:

@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+from typing import Self
 
 BUFFER = 64 * 1024
 
@@ -31,25 +32,21 @@ def reset(connection: socket.socket) -> None:
 
 
 @dataclass
-class CuttingProxy:
+class LoopbackProxy:
+    """A listener on a free loopback port forwarding to target_port; subclasses implement _accept."""
+
     target_port: int
-    cut_after: int | None = None
-    cuts: int | None = None
-    cut_download_after: int | None = None
-    host: str = "127.0.0.1"
-    port: int = 0
-    forwarded: int = 0
-    downloaded: int = 0
-    connections_cut: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _listener: socket.socket | None = None
-    _stopped: threading.Event = field(default_factory=threading.Event)
+    host: str = field(default="127.0.0.1", kw_only=True)
+    port: int = field(default=0, kw_only=True)
+    _lock: threading.Lock = field(default_factory=threading.Lock, kw_only=True)
+    _listener: socket.socket | None = field(default=None, kw_only=True)
+    _stopped: threading.Event = field(default_factory=threading.Event, kw_only=True)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> CuttingProxy:
+    def start(self) -> Self:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.host, 0))
@@ -63,6 +60,19 @@ class CuttingProxy:
         self._stopped.set()
         if self._listener is not None:
             self._listener.close()
+
+    def _accept(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class CuttingProxy(LoopbackProxy):
+    cut_after: int | None = None
+    cuts: int | None = None
+    cut_download_after: int | None = None
+    forwarded: int = 0
+    downloaded: int = 0
+    connections_cut: int = 0
 
     def _down(self) -> bool:
         """True when the connection at hand must be cut (counts the cut)."""

@@ -75,9 +75,7 @@ def list_backups(storage: Storage, min_size: int, include_safety: bool = False) 
                 record.manifest = read_manifest(storage, key)
             except IntegrityError as error:
                 record.manifest_error = error.message
-        if key.format == "split":
-            if record.manifest is None:
-                continue  # an unreadable split manifest: nothing restorable to list
+        if key.format == "split" and record.manifest is not None:
             record.size = sum(part.size for part in record.manifest.parts)
         records.append(record)
     records.sort(key=lambda record: (record.key.created, record.key.key))

@@ -41,11 +41,6 @@ def parse_size(text: str | int) -> int:
     return int(number * multiplier)
 
 
-def parse_duration(text: str | int | float) -> float:
-    """'10m' -> 600.0, '1h30m' -> 5400.0, '90s' or 90 -> 90.0 (one parser for every length of time)."""
-    return parse_period(text)
-
-
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -80,7 +75,7 @@ class PostgresSettings(Section):
 class BackupSettings(Section):
     dir: Path = Path(".pgdr/backups")
     compression: Literal["gzip", "zstd", "none"] = "gzip"
-    compression_level: int | None = Field(None, description="default: gzip 3 (isal), zstd 3")
+    compression_level: int | None = Field(None, description="default: gzip 2 (ISA-L), zstd 3")
     targets: list[Literal["local", "s3"]] = Field(default_factory=lambda: ["local"], min_length=1)  # type: ignore[arg-type]
     min_size: int = Field(1_000_000, description="backups smaller than this are flagged as suspicious")
     format: Literal["plain", "split"] = Field(
@@ -174,7 +169,7 @@ class RecoverySettings(Section):
     @field_validator("rto_objective", mode="before")
     @classmethod
     def _parse_objective(cls, value: Any) -> float | None:
-        return None if value in (None, "") else parse_duration(value)
+        return None if value in (None, "") else parse_period(value)
 
 
 class Settings(Section):

@@ -13,9 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
-from pgdr.errors import ConfigError, IntegrityError
-
-AGE_SUFFIX = ".age"
+from pgdr.errors import BackupFailed, ConfigError, IntegrityError
 
 
 def _pyrage():  # type: ignore[no-untyped-def]
@@ -85,7 +83,9 @@ class StreamEncryptor:
         try:
             self._input.write(data)
         except BrokenPipeError:
-            self.close()
+            self.close()  # re-raises the worker's error
+            raise BackupFailed("age encryption stopped before the end of the backup",
+                                   "run `pgdr backup` again; check the disk and the recipients") from None
 
     def close(self) -> None:
         try:

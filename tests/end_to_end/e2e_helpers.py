@@ -13,9 +13,11 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import zstandard
 
 from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, Project
@@ -49,6 +51,14 @@ class RecordingProject(Project):
 
 def recorded(project: Project) -> RecordingProject:
     return RecordingProject(project.root, project.port, project.environment)
+
+
+@pytest.fixture
+def live(running_project: Project) -> Iterator[RecordingProject]:
+    """The running, provisioned project; after the test, no command may have shown a password."""
+    project = recorded(running_project)
+    yield project
+    project.assert_no_password_in_output()
 
 
 def fails(project: Project, *args: str, code: int, **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from e2e_helpers import (
     fake_bin_dir,
     keys,
     list_json,
-    recorded,
+    live,
     tree_snapshot,
 )
 
@@ -32,11 +32,7 @@ FAKE_PG_DUMPALL = {
 }
 
 
-@pytest.fixture
-def live(running_project):
-    project = recorded(running_project)
-    yield project
-    project.assert_no_password_in_output()
+FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
 
 
 def test_backup_of_a_stopped_server_fails_with_a_hint_and_leaves_no_file_at_all(live):

@@ -18,8 +18,8 @@ from e2e_helpers import (
     fails,
     keys,
     list_json,
+    live,
     manifest_path,
-    recorded,
     run_in_terminal,
     server_state,
     tree_snapshot,
@@ -27,12 +27,7 @@ from e2e_helpers import (
 
 from conftest import count_orders, load_sample_data
 
-
-@pytest.fixture
-def live(running_project):
-    project = recorded(running_project)
-    yield project
-    project.assert_no_password_in_output()
+FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
 
 
 @pytest.fixture

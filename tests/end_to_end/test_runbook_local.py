@@ -7,27 +7,20 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from e2e_helpers import (
     assert_users_log_in,
     backup_path,
     fails,
     keys,
     list_json,
+    live,
     real_bin_dir,
-    recorded,
     server_state,
 )
 
 from conftest import SUPERUSER_PASSWORD, count_orders, load_sample_data
 
-
-@pytest.fixture
-def live(running_project):
-    """The running, provisioned project; after the test, no command may have shown a password."""
-    project = recorded(running_project)
-    yield project
-    project.assert_no_password_in_output()
+FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
 
 
 def test_soft_clean_then_restore_latest_init_verify_brings_data_and_logins_back(live):

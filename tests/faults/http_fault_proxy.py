@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
-from s3_proxy import reset
+from s3_proxy import LoopbackProxy, reset
 
 ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnavailable</Code>'
               b"<Message>Service is unable to handle request (injected by the fault proxy).</Message></Error>")
@@ -142,34 +142,9 @@ def header_of(headers: list[tuple[str, str]], name: str) -> str:
 
 
 @dataclass
-class FaultProxy:
-    target_port: int
+class FaultProxy(LoopbackProxy):
     faults: list[Fault] = field(default_factory=list)
-    host: str = "127.0.0.1"
-    port: int = 0
     log: list[tuple[str, str]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _listener: socket.socket | None = None
-    _stopped: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FaultProxy:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, 0))
-        listener.listen(64)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._listener is not None:
-            self._listener.close()
 
     def applied(self, action: str, operation: str = "*") -> int:
         with self._lock:

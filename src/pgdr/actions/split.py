@@ -7,6 +7,7 @@ indexes and constraints in parallel. Objects live under `<key>/`; the manifest l
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,7 @@ from pgdr.compression import DECOMPRESSION_ERRORS, make_compressor, make_decompr
 from pgdr.context import Context
 from pgdr.dumpscan import DumpScanner
 from pgdr.errors import BackupFailed, IntegrityError, RestoreFailed, StageFailed
-from pgdr.postgres import inventory, sql
+from pgdr.postgres import inventory
 from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.connect import client_environment, session
 from pgdr.run import CHUNK_SIZE, run, stream
@@ -71,15 +72,6 @@ def dump_globals(context: Context, pg_dumpall: str, storages: list[Storage], key
     return StoredPart(name=GLOBALS_PART, size=writer.size, sha256=writer.sha256)
 
 
-def exact_counts(connection: object) -> list[TableCount]:
-    tables = [(row[0], row[1]) for row in connection.execute(sql.table_counts_query())]  # type: ignore[attr-defined]
-    counts = []
-    for schema, table in tables:
-        row = connection.execute(sql.count_rows(schema, table)).fetchone()  # type: ignore[attr-defined]
-        counts.append(TableCount(schema=schema, table=table, rows=int(row[0])))
-    return counts
-
-
 def dump_database(context: Context, pg_dump: str, storages: list[Storage], key: BackupKey, index: int,
                   database: str) -> tuple[StoredPart, DatabaseContents]:
     """pg_dump one database in a snapshot exported by a transaction that also counts its rows."""
@@ -89,7 +81,8 @@ def dump_database(context: Context, pg_dump: str, storages: list[Storage], key: 
     with session(endpoint, autocommit=False) as connection:
         connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = str(connection.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-        counts = exact_counts(connection)
+        counts = [TableCount(schema=schema, table=table, rows=rows)
+                  for (schema, table), rows in sorted(inventory.counts_in(connection).items())]
         writer = FanoutWriter(storages, key.object_key(name))
         try:
             with client_environment(endpoint) as environment, stream(
@@ -162,8 +155,6 @@ def check_split(context: Context, storage: Storage, record: BackupRecord, toolse
 
 
 def _check_part(context: Context, storage: Storage, local: LocalStorage, key: BackupKey, part: StoredPart) -> None:
-    import hashlib
-
     object_key = key.object_key(part.name)
     copy = local.open_upload(object_key) if local is not storage else None
     digest, size = hashlib.sha256(), 0
@@ -236,8 +227,6 @@ def _restore_database(context: Context, toolset: Toolset, path: Path, database: 
 
 def split_manifest_fields(parts: list[StoredPart]) -> dict[str, object]:
     """size and sha256 of a split backup as a whole: the sum of its parts, and a digest over the parts' digests."""
-    import hashlib
-
     combined = hashlib.sha256("".join(f"{part.name}:{part.sha256}\n" for part in parts).encode()).hexdigest()
     return {"size": sum(part.size for part in parts), "sha256": combined, "parts": parts, "format": "split"}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg
+
 from pgdr.postgres import sql
 from pgdr.postgres.connect import Endpoint, session
 
@@ -33,9 +35,14 @@ def database_sizes(endpoint: Endpoint) -> list[tuple[str, int]]:
 def row_counts(endpoint: Endpoint) -> dict[tuple[str, str], int]:
     """Exact row counts of every user table in endpoint's database."""
     with session(endpoint) as connection:
-        tables = [(row[0], row[1]) for row in connection.execute(sql.table_counts_query())]  # type: ignore[call-overload]
-        counts = {}
-        for schema, table in tables:
-            row = connection.execute(sql.count_rows(schema, table)).fetchone()  # type: ignore[call-overload]
-            counts[(schema, table)] = int(row[0]) if row else 0
+        return counts_in(connection)
+
+
+def counts_in(connection: psycopg.Connection) -> dict[tuple[str, str], int]:
+    """Exact row counts of every user table, read on an open connection (and so in its snapshot)."""
+    tables = [(row[0], row[1]) for row in connection.execute(sql.table_counts_query())]  # type: ignore[call-overload]
+    counts = {}
+    for schema, table in tables:
+        row = connection.execute(sql.count_rows(schema, table)).fetchone()  # type: ignore[call-overload]
+        counts[(schema, table)] = int(row[0]) if row else 0
     return counts

@@ -112,6 +112,14 @@ class DatabaseContents(BaseModel):
         return {(table.schema_name, table.table): table.rows for table in self.tables}
 
 
+class Section(BaseModel):
+    """Where one database's part of a plain dump starts (byte offset in the uncompressed SQL); the globals are
+    everything before the first section. Parts after the globals are independent and restore concurrently."""
+
+    database: str
+    offset: int
+
+
 class StoredPart(BaseModel):
     """One object of a split backup: the globals script or one database's pg_dump -Fc archive."""
 
@@ -141,6 +149,7 @@ class Manifest(BaseModel):
     contains_passwords: bool = False
     encryption: str = "none"
     parts: list[StoredPart] = Field(default_factory=list)  # split format only
+    sections: list[Section] = Field(default_factory=list)  # plain format; none in older manifests
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2).encode() + b"\n"

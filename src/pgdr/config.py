@@ -81,7 +81,8 @@ class BackupSettings(Section):
     format: Literal["plain", "split"] = Field(
         "plain", description="plain: one pg_dumpall script; split: globals + one pg_dump -Fc per database (parallel)"
     )
-    jobs: int = Field(0, ge=0, description="parallel jobs for split backups and restores; 0: number of CPU cores")
+    jobs: int = Field(0, ge=0, description="parallel jobs: split dumps, pg_restore --jobs, databases restored at "
+                                           "a time; 0: CPU cores")
     encryption: Literal["none", "age"] = "none"
     age_recipients: list[str] = Field(default_factory=list, description="age public keys (age1...) to encrypt to")
     age_identity: str = Field("PGDR_AGE_IDENTITY", description="NAME of the secret holding the age private key")

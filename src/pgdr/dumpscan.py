@@ -10,13 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pgdr.artifact import DatabaseContents, TableCount
+from pgdr.artifact import DatabaseContents, Section, TableCount
 
 END_MARKER = b"\n-- PostgreSQL database cluster dump complete\n"  # a line of its own, not text inside a row
 # pg_dumpall writes `ALTER ROLE <name> WITH <options> PASSWORD '...'`; the name is matched as an identifier so a
 # role called "x PASSWORD y", or `ALTER ROLE r SET ... TO ' PASSWORD '`, is not taken for a password.
 PASSWORD_CLAUSE = re.compile(rb"^(?:CREATE|ALTER) ROLE (?:\"(?:[^\"]|\"\")*\"|[^\s\"]+) WITH\b.* PASSWORD '")
 COPY_END = b"\\.\n"
+# pg_dumpall starts each database's part (one pg_dump's output, runnable on its own once the roles exist) with
+# `--\n-- Database "<name>" dump\n--\n\n`; the restore runs those parts concurrently.
+SECTION_HEADER = re.compile(rb'^-- Database "(.*)" dump$')
 
 
 def parse_identifier_list(text: str) -> list[str]:
@@ -94,14 +97,25 @@ class DumpScanner:
 
     tables: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     has_password: bool = False
+    sections: list[Section] = field(default_factory=list)
     _database: str = ""
     _table: tuple[str, str] | None = None
     _carry: bytes = b""
     _tail: bytes = b""
+    _buffer_offset: int = 0  # offset in the whole stream of the buffer being scanned
+    _previous_line: bytes = b""
+    _previous_line_offset: int = 0
 
     def feed(self, chunk: bytes) -> None:
         self._tail = (self._tail + chunk)[-256:]
         buffer = self._carry + chunk
+        self._buffer_offset -= len(self._carry)
+        try:
+            self._scan(buffer)
+        finally:
+            self._buffer_offset += len(buffer)
+
+    def _scan(self, buffer: bytes) -> None:
         position = 0
         while position < len(buffer):
             if self._table is not None:
@@ -113,7 +127,7 @@ class DumpScanner:
                 if newline < 0:
                     self._carry = buffer[position:]
                     return
-                self._scan_line(buffer[position:newline])
+                self._scan_line(buffer[position:newline], self._buffer_offset + position)
                 position = newline + 1
         self._carry = b""
 
@@ -141,8 +155,15 @@ class DumpScanner:
         counts = self.tables.setdefault(self._database, {})
         counts[self._table] = counts.get(self._table, 0) + rows
 
-    def _scan_line(self, line_bytes: bytes) -> None:
-        if line_bytes.startswith(b"COPY ") and line_bytes.endswith(b"FROM stdin;"):
+    def _scan_line(self, line_bytes: bytes, offset: int) -> None:
+        previous, previous_offset = self._previous_line, self._previous_line_offset
+        self._previous_line, self._previous_line_offset = line_bytes, offset
+        if line_bytes.startswith(b"-- Database ") and previous == b"--":
+            header = SECTION_HEADER.match(line_bytes)
+            if header:
+                self.sections.append(Section(database=header.group(1).decode("utf-8", "replace"),
+                                             offset=previous_offset))
+        elif line_bytes.startswith(b"COPY ") and line_bytes.endswith(b"FROM stdin;"):
             self._table = parse_copy_table(line_bytes.decode("utf-8", "replace"))
             self.tables.setdefault(self._database, {}).setdefault(self._table, 0)
         elif line_bytes.startswith(b"\\connect "):

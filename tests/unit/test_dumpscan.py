@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgdr.artifact import DatabaseContents, TableCount
+from pgdr.artifact import DatabaseContents, Section, TableCount
 from pgdr.dumpscan import DumpScanner, parse_connect_database, parse_copy_table, parse_identifier_list
 
 GLOBALS = """\
@@ -236,6 +236,38 @@ def test_a_large_copy_block_is_counted_exactly() -> None:
 
 
 # --- complete ---
+
+EXPECTED_SECTIONS = [
+    Section(database="template1", offset=len(GLOBALS) + len("--\n-- Databases\n--\n\n")),
+    Section(database="demo", offset=len(GLOBALS + TEMPLATE1)),
+    Section(database="weird-db name", offset=len(GLOBALS + TEMPLATE1 + DEMO)),
+]
+
+
+def test_sections_start_at_each_database_header() -> None:
+    scanner = scan(DUMP)
+    assert scanner.sections == EXPECTED_SECTIONS
+    for section in scanner.sections:
+        assert DUMP[section.offset :].startswith(f'--\n-- Database "{section.database}" dump\n--\n'.encode())
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(DUMP)), max_size=40))
+def test_section_offsets_do_not_depend_on_chunk_boundaries(cuts: list[int]) -> None:
+    points = [0, *sorted(cuts), len(DUMP)]
+    scanner = DumpScanner()
+    for start, end in zip(points, points[1:], strict=False):
+        scanner.feed(DUMP[start:end])
+    assert scanner.sections == EXPECTED_SECTIONS
+
+
+def test_a_database_header_inside_copy_data_or_without_its_dashes_is_not_a_section() -> None:
+    copy_rows = '--\n-- Database "fake" dump\n--\n'
+    dump = DEMO.replace("1\tline one", copy_rows + "1\tline one", 1)
+    dump = dump.replace("CREATE TABLE", '-- Database "lonely" dump\nCREATE TABLE', 1)
+    scanner = scan((GLOBALS + dump + END).encode(), 7)
+    assert [section.database for section in scanner.sections] == ["demo"]
+    assert scanner.tables["demo"][("public", "orders")] == 10  # the three fake header lines are rows
+
 
 def test_complete_needs_the_end_marker() -> None:
     assert not scan((GLOBALS + TEMPLATE1 + DEMO + WEIRD).encode()).complete

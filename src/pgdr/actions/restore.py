@@ -310,11 +310,12 @@ def _apply(context: Context, toolset: Toolset, storage: Storage, record: BackupR
 
             restore_parts(context, toolset, storage, record, database, existing_roles)  # type: ignore[arg-type]
         else:
-            with storage.open_download(record.key.key) as handle:
-                stream_into_psql(context, toolset.path("psql"), handle, record)
+            _restore_plain(context, toolset, storage, record)
     except StageFailed as failure:
+        where = f" in {failure.stage}" if failure.stage != "psql" else ""
         raise RestoreFailed(
-            f"restore of {record.key} stopped: {describe_psql_error(failure)}; the cluster holds a partial restore",
+            f"restore of {record.key} stopped{where}: {describe_psql_error(failure)}; the cluster holds a partial "
+            "restore",
             HINT_RETRY,
         ) from None
     except KeyboardInterrupt:
@@ -324,6 +325,19 @@ def _apply(context: Context, toolset: Toolset, storage: Storage, record: BackupR
     write_restore_record(state_dir, record.key.key, storage.name, "complete", manifest)
     context.output.success("Database restored successfully")
     context.output.info("Passwords are not in backups: run `pgdr init` to set every user's password.")
+
+
+def _restore_plain(context: Context, toolset: Toolset, storage: Storage, record: BackupRecord) -> None:
+    """Database by database, several at a time, when the manifest says where each starts; else in one stream."""
+    from pgdr.actions.restore_sections import restore_sections, section_ranges
+    from pgdr.actions.split import jobs
+
+    ranges = section_ranges(record.manifest)
+    if ranges and jobs(context) > 1:
+        restore_sections(context, toolset.path("psql"), storage, record, ranges, jobs(context))
+        return
+    with storage.open_download(record.key.key) as handle:
+        stream_into_psql(context, toolset.path("psql"), handle, record)
 
 
 def describe_psql_error(failure: StageFailed) -> str:

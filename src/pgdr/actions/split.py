@@ -2,7 +2,8 @@
 
 Databases are dumped concurrently, each in an exported snapshot that its row counts are read from, so the counts
 in the manifest match what the archive holds. Restores run `pg_restore --jobs N` per database, which rebuilds
-indexes and constraints in parallel. Objects live under `<key>/`; the manifest lists them and is written last.
+indexes and constraints in parallel, and up to N databases at a time. Objects live under `<key>/`; the manifest
+lists them and is written last.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from pgdr.artifact import BackupKey, DatabaseContents, Manifest, StoredPart, TableCount
 from pgdr.catalog import BackupRecord
 from pgdr.compression import DECOMPRESSION_ERRORS, make_compressor, make_decompressor
+from pgdr.concurrency import Sessions, Task, run_all
 from pgdr.context import Context
 from pgdr.dumpscan import DumpScanner
 from pgdr.errors import BackupFailed, IntegrityError, RestoreFailed, StageFailed
@@ -188,7 +190,8 @@ def _check_part(context: Context, storage: Storage, local: LocalStorage, key: Ba
 
 def restore_parts(context: Context, toolset: Toolset, local: LocalStorage, record: BackupRecord,
                   database: str | None, existing_roles: set[str]) -> None:
-    """Globals through psql (roles that exist are skipped), then each database with pg_restore --jobs."""
+    """Globals through psql (roles that exist are skipped), then the databases with pg_restore --jobs, several
+    databases at a time, biggest first: one big database's COPY no longer holds the others back."""
     from pgdr.actions.restore import GlobalsFilter, psql_restore_argv
 
     manifest = record.manifest
@@ -204,25 +207,36 @@ def restore_parts(context: Context, toolset: Toolset, local: LocalStorage, recor
             for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
                 psql.write(globals_filter.feed(decompressor.decompress(chunk)))
             psql.write(globals_filter.feed(decompressor.finish()) + globals_filter.finish())
-        for part in manifest.parts:
-            if part.database is None or (database is not None and part.database != database):
-                continue
-            _restore_database(context, toolset, local.path_of(record.key.object_key(part.name)), part.database,
-                              environment)
+        parts = sorted((part for part in manifest.parts if part.database is not None
+                        and (database is None or part.database == database)),
+                       key=lambda part: part.size, reverse=True)
+        restore_environment = {**environment, "PGOPTIONS": _load_options()}
+        context.output.info(f"   {len(parts)} databases, {min(jobs(context), max(1, len(parts)))} at a time, "
+                            f"each with pg_restore --jobs {jobs(context)}")
+        tasks = [_database_task(toolset, local.path_of(record.key.object_key(part.name)), part.database or "",
+                                jobs(context), restore_environment) for part in parts]
+        run_all(tasks, jobs=jobs(context))
 
 
-def _restore_database(context: Context, toolset: Toolset, path: Path, database: str,
-                      environment: dict[str, str]) -> None:
+def _load_options() -> str:
     from pgdr.actions.restore import LOAD_SESSION_OPTIONS
 
-    context.output.info(f"   restoring database {database} (pg_restore --jobs {jobs(context)})")
-    try:
-        run(pg_restore_argv(toolset.path("pg_restore"), path, database, jobs(context)),
-            stage=f"pg_restore {database}", environment={**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS},
-            timeout=None)
-    except StageFailed as failure:
-        raise RestoreFailed(f"restore of database {database} stopped: {failure.detail}",
-                            "fix the cause above, then restore again with --clean") from None
+    return LOAD_SESSION_OPTIONS
+
+
+def _database_task(toolset: Toolset, path: Path, database: str, parallel: int,
+                   environment: dict[str, str]) -> Task:
+    def restore_database(sessions: Sessions) -> None:
+        try:
+            with stream(pg_restore_argv(toolset.path("pg_restore"), path, database, parallel),
+                        stage=f"pg_restore {database}", direction="write", environment=environment) as process:
+                sessions.add(process)
+                process.close_input()  # pg_restore reads the archive file, not stdin
+        except StageFailed as failure:
+            raise RestoreFailed(f"restore of database {database} stopped: {failure.detail}",
+                                "fix the cause above, then restore again with --clean") from None
+
+    return restore_database
 
 
 def split_manifest_fields(parts: list[StoredPart]) -> dict[str, object]:

@@ -1,0 +1,69 @@
+"""Where a plain backup's database parts start, and reading one part back out of the compressed file."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pytest
+
+from pgdr.actions.restore_sections import GLOBALS_LABEL, SectionRange, section_ranges, uncompressed_range
+from pgdr.artifact import Manifest, Section, make_key
+from pgdr.catalog import BackupRecord
+from pgdr.compression import make_compressor
+
+WHEN = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+SQL = b"".join(b"line %06d of the dump\n" % number for number in range(200_000))  # 4.6 MB, several chunks
+
+
+def manifest(sections: list[tuple[str, int]], size: int = len(SQL), format_name: str = "plain") -> Manifest:
+    return Manifest(key="20261126/postgres-all-20261126-100000.sql.gz", format=format_name, compression="gzip",
+                    size=1, sha256="ab" * 32, uncompressed_size=size, server_version="15", pg_dumpall_version="15",
+                    pgdr_version="0", started_at=WHEN, finished_at=WHEN,
+                    sections=[Section(database=name, offset=offset) for name, offset in sections])
+
+
+def test_ranges_are_the_globals_then_each_database_up_to_the_next() -> None:
+    ranges = section_ranges(manifest([("template1", 100), ("crm", 250), ("shop", 900)], size=1000))
+    assert ranges == [
+        SectionRange(GLOBALS_LABEL, 0, 100),
+        SectionRange("database template1", 100, 250),
+        SectionRange("database crm", 250, 900),
+        SectionRange("database shop", 900, 1000),
+    ]
+    assert sum(part.size for part in ranges) == 1000
+
+
+@pytest.mark.parametrize("sections", [
+    [],  # a manifest from before sections were recorded
+    [("only", 10)],  # one database: nothing to run side by side
+    [("a", 0), ("b", 50)],  # no globals before the first database
+    [("a", 50), ("b", 40)],  # out of order
+    [("a", 50), ("b", 50)],  # twice the same offset
+    [("a", 50), ("b", 1000)],  # at or past the end of the SQL
+])
+def test_unusable_sections_mean_one_stream(sections: list[tuple[str, int]]) -> None:
+    assert section_ranges(manifest(sections, size=1000)) == []
+
+
+def test_no_manifest_or_a_split_backup_has_no_ranges() -> None:
+    assert section_ranges(None) == []
+    assert section_ranges(manifest([("a", 10), ("b", 20)], size=100, format_name="split")) == []
+
+
+def compressed(compression: str) -> bytes:
+    compressor = make_compressor(compression)
+    chunks = [compressor.compress(SQL[start : start + 65536]) for start in range(0, len(SQL), 65536)]
+    return b"".join(chunks) + compressor.flush()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+@pytest.mark.parametrize(("start", "end"), [
+    (0, 17), (0, len(SQL)), (5, 3_000_001), (1_048_575, 1_048_577), (len(SQL) - 1, len(SQL)), (2_000_000, 4_000_000),
+])
+def test_a_range_reads_back_exactly_those_bytes(compression: str, start: int, end: int) -> None:
+    key = make_key(WHEN, compression)
+    record = BackupRecord(key=key, size=0, modified=WHEN, target="local")
+    pieces = list(uncompressed_range(None, io.BytesIO(compressed(compression)), record, start, end))  # type: ignore[arg-type]
+    assert b"".join(pieces) == SQL[start:end]
+    assert all(pieces)

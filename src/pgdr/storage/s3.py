@@ -1,9 +1,11 @@
 """Backups in S3 or an S3-compatible store (MinIO, R2, B2, Ceph), keys relative to [s3] prefix.
 
-An upload streams as a multipart upload while the dump runs, holding one part in memory at a time; a stream
-smaller than one part becomes a single PutObject. Nothing is visible under the key until `commit`; `abort`
-calls AbortMultipartUpload so neither an object nor a dangling upload stays. Transient errors are retried
-(botocore's standard mode, then the whole part again) and every retry is reported.
+An upload streams as a multipart upload while the dump runs: each full part uploads on a background thread
+while the next one fills (a few parts in flight, within UPLOAD_MEMORY), so the dump waits for the network only
+when the network is the slower of the two; a stream smaller than one part becomes a single PutObject. Nothing is
+visible under the key until `commit`; `abort` calls AbortMultipartUpload so neither an object nor a dangling
+upload stays. Transient errors are retried (botocore's standard mode, then the whole part again) and every retry
+is reported.
 
 Credentials and endpoints come from boto3's standard chain and environment (AWS_PROFILE, AWS_ACCESS_KEY_ID,
 instance roles, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3); [s3] endpoint_url and region override when set.
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from datetime import UTC
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, NoReturn, TypeVar, cast
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -28,7 +32,15 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    sleep_using_event,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from pgdr import __version__
 from pgdr.config import S3Settings
@@ -36,6 +48,9 @@ from pgdr.errors import ConfigError, StorageError
 from pgdr.storage import StoredObject
 
 PART_SIZE = 8 * 1024 * 1024
+PARTS_IN_FLIGHT = 3  # parts uploading on background threads while the next one fills
+UPLOAD_MEMORY = 64 * 1024 * 1024  # parts in flight plus the one filling, unless one part alone is larger
+ABORT_WAIT = 15.0  # seconds abort() gives the parts in flight to end before it aborts the upload anyway
 MAX_PART_SIZE = 5 * 1024**3
 PARTS_PER_SIZE_STEP = 1000
 MAX_ATTEMPTS = 5
@@ -59,15 +74,42 @@ Reporter = Callable[[str], None]
 T = TypeVar("T")
 
 
+REPORT_LOCK = threading.Lock()
+
+
 def warn(message: str) -> None:
+    """Parts upload on several threads: one warning line at a time."""
     from pgdr.ui import Output
 
-    Output().warn(message)
+    with REPORT_LOCK:
+        Output().warn(message)
 
 
 def part_size_for(part_number: int, base: int = PART_SIZE) -> int:
     """8 MiB for parts 1-1000, doubling every 1000 parts: 10,000 parts reach S3's 5 TiB object limit."""
     return min(base * 2 ** ((part_number - 1) // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
+
+
+def parts_in_flight(part_size: int) -> int:
+    """How many parts may upload while the next one fills: PARTS_IN_FLIGHT (4 x 8 MiB held at most), fewer as
+    parts grow past part 1000 so the memory held stays within UPLOAD_MEMORY, and 0 (each part uploaded before the
+    next one fills, as one part alone is held) once a part is half of it."""
+    return max(0, min(PARTS_IN_FLIGHT, UPLOAD_MEMORY // part_size - 1))
+
+
+def in_background(call: Callable[[], T]) -> Future[T]:
+    """call() on a daemon thread. Not a ThreadPoolExecutor: it joins its threads at exit, and a part stuck on a
+    dead network (read timeout 120 s, retried) must not hold the process after an aborted backup."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as error:  # handed over to the thread waiting for the part
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="pgdr-s3-part", daemon=True).start()
+    return future
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -140,19 +182,26 @@ def translated(bucket: str, what: str, sse: str = "") -> Iterator[None]:
 
 
 class RetryNotifier:
-    """Reports botocore's own retries: needs-retry shows why, request-created shows the attempt number."""
+    """Reports botocore's own retries: needs-retry shows why, request-created shows the attempt number.
+
+    Both events of one request fire on the thread sending it, and parts are sent side by side: one reason per
+    thread."""
 
     def __init__(self, report: Reporter, attempts: int) -> None:
         self.report = report
         self.attempts = attempts
-        self.reason = ""
+        self._reasons = threading.local()
+
+    @property
+    def reason(self) -> str:
+        return str(getattr(self._reasons, "reason", ""))
 
     def observe(self, response: Any = None, caught_exception: Any = None, **_: Any) -> None:
         if caught_exception is not None:
-            self.reason = type(caught_exception).__name__
+            self._reasons.reason = type(caught_exception).__name__
         elif response is not None and response[0].status_code >= 400:
             code = response[1].get("Error", {}).get("Code", "")
-            self.reason = f"HTTP {response[0].status_code} {code}".strip()
+            self._reasons.reason = f"HTTP {response[0].status_code} {code}".strip()
 
     def announce(self, request: Any = None, operation_name: str = "", **_: Any) -> None:
         attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
@@ -179,7 +228,11 @@ def make_client(settings: S3Settings, report: Reporter) -> Any:
 
 
 class S3Upload:
-    """A multipart upload fed by write(); only the part being filled is held in memory."""
+    """A multipart upload fed by write(). Each full part uploads on its own thread while the next one fills, at
+    most parts_in_flight() at a time; the ETags are collected by part number for CompleteMultipartUpload.
+
+    A part that fails for good (after its retries) stops the other parts' retries; the next write() or commit()
+    aborts the upload and raises that part's error."""
 
     def __init__(self, storage: S3Storage, key: str) -> None:
         self.storage = storage
@@ -187,18 +240,27 @@ class S3Upload:
         self.object_key = storage.object_key(key)
         self._buffer = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: dict[int, Future[str]] = {}  # part number -> its ETag once uploaded, in part order
+        self._in_flight: list[Future[str]] = []
+        self._stop = threading.Event()  # a part failed for good, or abort(): no more retries
         self._finished = False
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def uploading(self) -> int:
+        """Parts sent and not yet stored (each holds its data in memory until then)."""
+        return sum(1 for future in self._in_flight if not future.done())
+
     def _next_part_size(self) -> int:
         return part_size_for(len(self._parts) + 1, self.storage.part_size)
 
     def write(self, data: bytes) -> None:
         assert not self._finished, "write after commit or abort"
+        if self._stop.is_set():
+            self._fail()
         self._buffer += data
         while len(self._buffer) >= (size := self._next_part_size()):
             part, self._buffer = self._buffer, self._buffer[size:]  # hand the buffer over: no copy of the part
@@ -206,19 +268,54 @@ class S3Upload:
             self._send_part(part)
 
     def _send_part(self, data: bytes | bytearray) -> None:
+        """Start uploading one part once there is room for it; the part must not be changed afterwards."""
         try:
             if self._upload_id is None:
                 with translated(self.storage.bucket, f"start the upload of {self.key}", self.storage.sse):
                     answer = self.storage.client.create_multipart_upload(
                         Bucket=self.storage.bucket, Key=self.object_key, **self.storage.upload_arguments())
                 self._upload_id = str(answer["UploadId"])
-            number, upload_id, client = len(self._parts) + 1, self._upload_id, self.storage.client
-            answer = self.storage.retrying(f"upload part {number} of {self.key}", lambda: client.upload_part(
-                Bucket=self.storage.bucket, Key=self.object_key, UploadId=upload_id, PartNumber=number, Body=data))
-            self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            most = parts_in_flight(len(data))
+            self._wait_for_parts(max(most - 1, 0))
+            number, upload_id = len(self._parts) + 1, self._upload_id
+            future = in_background(lambda: self._upload_part(upload_id, number, data))
+            self._parts[number] = future
+            self._in_flight.append(future)
+            if most == 0:
+                self._wait_for_parts(0)
         except BaseException:
             self.abort()
             raise
+
+    def _upload_part(self, upload_id: str, number: int, data: bytes | bytearray) -> str:
+        """Runs on the part's own thread; returns the part's ETag."""
+        storage, client = self.storage, self.storage.client
+        try:
+            answer = storage.retrying(f"upload part {number} of {self.key}", lambda: client.upload_part(
+                Bucket=storage.bucket, Key=self.object_key, UploadId=upload_id, PartNumber=number, Body=data),
+                stop=self._stop)
+        except BaseException:
+            self._stop.set()  # before the error is handed over: whoever sees the failed part sees the stop too
+            raise
+        return str(answer["ETag"])
+
+    def _wait_for_parts(self, most: int) -> None:
+        """Wait until at most `most` parts are uploading; a part that failed for good raises its error here."""
+        while True:
+            self._in_flight = [future for future in self._in_flight if not future.done()]
+            if self._stop.is_set():
+                self._fail()
+            if len(self._in_flight) <= most:
+                return
+            wait(self._in_flight, return_when=FIRST_COMPLETED)
+
+    def _fail(self) -> NoReturn:
+        """Abort the upload (the parts in flight end first), then raise the error of the lowest-numbered part that
+        failed: the one the first failure made stop retrying failed as well, for the same reason."""
+        self.abort()
+        errors = (future.exception() for future in self._parts.values() if future.done())
+        raise next((error for error in errors if error is not None),
+                   StorageError(f"the upload of {self.key} was stopped", "run the command again"))
 
     def commit(self) -> None:
         assert not self._finished, "commit after commit or abort"
@@ -230,11 +327,15 @@ class S3Upload:
                     Bucket=storage.bucket, Key=self.object_key, Body=data, **storage.upload_arguments()))
             else:
                 if self._buffer:
-                    self._send_part(self._buffer)
+                    part, self._buffer = self._buffer, bytearray()
+                    self._send_part(part)
+                self._wait_for_parts(0)
+                parts = [{"PartNumber": number, "ETag": future.result()} for number, future in
+                         sorted(self._parts.items())]
                 with translated(storage.bucket, f"complete the upload of {self.key}", storage.sse):
                     storage.client.complete_multipart_upload(
                         Bucket=storage.bucket, Key=self.object_key, UploadId=self._upload_id,
-                        MultipartUpload={"Parts": self._parts})
+                        MultipartUpload={"Parts": parts})
         except BaseException:
             self.abort()
             raise
@@ -242,11 +343,14 @@ class S3Upload:
         self._buffer = bytearray()
 
     def abort(self) -> None:
-        """Never raises: it runs while another error is on its way to the user."""
+        """Never raises: it runs while another error is on its way to the user. The parts in flight stop retrying
+        and get ABORT_WAIT seconds to end first, so that none is stored after the upload was aborted."""
         self._buffer = bytearray()
         if self._finished:
             return
         self._finished = True
+        self._stop.set()
+        self._let_parts_end()
         if self._upload_id is None:
             return
         upload_id, self._upload_id = self._upload_id, None
@@ -260,6 +364,12 @@ class S3Upload:
                 f"was created, but its parts are stored until `aws s3api abort-multipart-upload --bucket "
                 f"{self.storage.bucket} --key {self.object_key} --upload-id {upload_id}` or a lifecycle rule "
                 "(AbortIncompleteMultipartUpload) removes them")
+
+    def _let_parts_end(self) -> None:
+        try:
+            wait(self._in_flight, timeout=ABORT_WAIT)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C only cuts the wait short: the upload must still be aborted
 
 
 class S3Download(io.RawIOBase):
@@ -354,16 +464,19 @@ class S3Storage:
             arguments["SSEKMSKeyId"] = self.kms_key_id
         return arguments
 
-    def retrying(self, what: str, call: Callable[[], T]) -> T:
-        """botocore already retried each request; a transient failure after that sends it again, with backoff."""
+    def retrying(self, what: str, call: Callable[[], T], stop: threading.Event | None = None) -> T:
+        """botocore already retried each request; a transient failure after that sends it again, with backoff.
+        Once `stop` is set, the failure at hand is raised instead of being retried (and the backoff is cut short)."""
 
         def report(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             self.report(f"S3: {what} failed ({type(error).__name__}); trying again "
                         f"(attempt {state.attempt_number + 1} of {PART_ATTEMPTS})")
 
+        stop = stop or threading.Event()  # never set: the backoff is a plain sleep
         with translated(self.bucket, what, self.sse):
-            for attempt in Retrying(stop=stop_after_attempt(PART_ATTEMPTS), wait=wait_exponential(min=1, max=20),
+            for attempt in Retrying(stop=stop_after_attempt(PART_ATTEMPTS) | stop_when_event_set(stop),
+                                    wait=wait_exponential(min=1, max=20), sleep=sleep_using_event(stop),
                                     retry=retry_if_exception(is_transient), before_sleep=report, reraise=True):
                 with attempt:
                     return call()

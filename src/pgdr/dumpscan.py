@@ -107,8 +107,8 @@ class DumpScanner:
     _previous_line_offset: int = 0
 
     def feed(self, chunk: bytes) -> None:
-        self._tail = (self._tail + chunk)[-256:]
-        buffer = self._carry + chunk
+        self._tail = (self._tail + chunk[-256:])[-256:]
+        buffer = self._carry + chunk if self._carry else chunk
         self._buffer_offset -= len(self._carry)
         try:
             self._scan(buffer)

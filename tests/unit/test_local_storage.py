@@ -76,6 +76,28 @@ def test_commit_replaces_atomically(storage: LocalStorage) -> None:
     assert storage.get_bytes(KEY) == b"new"
 
 
+def test_a_long_upload_is_handed_to_the_disk_while_it_is_written(storage: LocalStorage,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writeback starts every WRITEBACK_EVERY bytes, over consecutive ranges, so the fsync at commit is short;
+    the content is untouched."""
+    advised: list[tuple[int, int]] = []
+    real_fadvise = os.posix_fadvise
+
+    def spy(descriptor: int, offset: int, length: int, advice: int) -> None:
+        advised.append((offset, length))
+        real_fadvise(descriptor, offset, length, advice)
+
+    monkeypatch.setattr("pgdr.storage.local.WRITEBACK_EVERY", 1000)
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    pieces = [bytes([number]) * 700 for number in range(10)]
+    upload = storage.open_upload(KEY)
+    for piece in pieces:
+        upload.write(piece)
+    upload.commit()
+    assert advised == [(0, 1400), (1400, 1400), (2800, 1400), (4200, 1400), (5600, 1400)]
+    assert storage.get_bytes(KEY) == b"".join(pieces)
+
+
 @pytest.mark.parametrize("mask", [0o000, 0o022, 0o077])
 def test_files_are_0600_whatever_the_umask(storage: LocalStorage, mask: int) -> None:
     original = os.umask(mask)

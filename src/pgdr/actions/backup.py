@@ -7,20 +7,23 @@ end marker seen, no password in it) is committed under its key, and the manifest
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from pgdr import __version__
 from pgdr.actions.split import backup_split, manifest_for_split
 from pgdr.artifact import BackupKey, Manifest, make_key
-from pgdr.compression import make_compressor
+from pgdr.compression import Compressor, make_compressor
 from pgdr.context import Context
 from pgdr.dumpscan import DumpScanner
 from pgdr.errors import BackupFailed, StageFailed
+from pgdr.handoff import Handoff
 from pgdr.locking import locked
 from pgdr.postgres.binaries import version_of
 from pgdr.postgres.connect import client_environment
-from pgdr.run import stream
+from pgdr.run import CHUNK_SIZE, Stream, stream
 from pgdr.storage import Storage, open_storage
 from pgdr.storage.fanout import FanoutWriter
 from pgdr.ui import human_size
@@ -63,7 +66,7 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
         manifest = Manifest.model_validate({
             **common, "size": sizes[1], "sha256": digest, "uncompressed_size": sizes[0],
             "finished_at": datetime.now(UTC), "seconds": {"dump": round(time.monotonic() - clock, 3)},
-            "databases": scanner.databases()})
+            "databases": scanner.databases(), "sections": scanner.sections})
     sizes_text = human_size(manifest.size)
     for storage in storages:
         storage.put_bytes(key.manifest_key, manifest.to_json())
@@ -99,21 +102,29 @@ def _object_exists(storage: Storage, key: str) -> bool:
 def _stream_dump(
     context: Context, pg_dumpall: str, storages: list[Storage], key: BackupKey
 ) -> tuple[str, tuple[int, int], DumpScanner]:
-    """Run the dump into every target's upload; commit them only when every stage succeeded."""
+    """Run the dump into every target's upload; commit them only when every stage succeeded.
+
+    This thread reads and scans the dump while a worker thread compresses and writes the chunks read before
+    (pgdr.handoff), so the two overlap instead of taking turns. The worker's failure (a full disk) comes back here
+    with its type at the next chunk, which stops the dump. Once the handoff is closed the worker has ended, and
+    this thread flushes the compressor.
+    """
     compressor = make_compressor(key.compression, context.settings.backup.compression_level)
     scanner, raw_size = DumpScanner(), 0
     writer: FanoutWriter | None = None
     try:
         writer = FanoutWriter(storages, key.key, age_recipients(context) if key.encrypted else None)
-        with client_environment(context.superuser_endpoint()) as environment, stream(
+        with client_environment(context.superuser_endpoint()) as environment, Handoff(
+            partial(_compress_and_write, compressor, writer), name="pgdr-compress"
+        ) as handoff, stream(
             dump_argv(pg_dumpall), stage="pg_dumpall", direction="read", environment=environment,
             hint="check the server's log and `pgdr status`",
         ) as dump, context.output.progress("Dumping") as progress:
-            while chunk := dump.read():
+            for chunk in _gathered(dump):
                 raw_size += len(chunk)
                 progress.advance(len(chunk))
+                handoff.put(chunk)
                 scanner.feed(chunk)
-                writer.write(compressor.compress(chunk))
         writer.write(compressor.flush())
         _check_dump(scanner)
         writer.commit()
@@ -126,6 +137,26 @@ def _stream_dump(
             writer.abort()
         raise
     return writer.sha256, (raw_size, writer.size), scanner
+
+
+def _gathered(dump: Stream, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """The dump in chunks of `size` bytes (the last one shorter). Once pgdr keeps up with pg_dumpall a read
+    returns what the pipe holds, often the last 4 KiB pg_dump wrote; gathered, each chunk costs one handoff and one
+    call to the scanner, the compressor and the hash instead of hundreds."""
+    pending: list[bytes] = []
+    pending_size = 0
+    while data := dump.read(size - pending_size):
+        pending.append(data)
+        pending_size += len(data)
+        if pending_size >= size:
+            yield b"".join(pending)
+            pending, pending_size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+def _compress_and_write(compressor: Compressor, writer: FanoutWriter, chunk: bytes) -> None:
+    writer.write(compressor.compress(chunk))
 
 
 def age_recipients(context: Context) -> list[object]:

@@ -63,9 +63,9 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_
             "the backup is truncated or was replaced: restore another one (see `pgdr list`)",
         )
     decompress = manifest is None or record.key.encrypted
-    digest, decompressor, scanner = hashlib.sha256(), make_decompressor(record.key.compression), EndMarker()
-    context.output.step(f"Checking {record.key} ({'checksum' if manifest else ''}"
-                        f"{', ' if manifest and decompress else ''}{'decompression' if decompress else ''})")
+    checks = ["checksum"] * (manifest is not None) + ["decompression"] * decompress
+    context.output.step(f"Checking {record.key} ({', '.join(checks)})")
+    digest = hashlib.sha256()
     label = "Downloading" if copy_to is not None else "Checking"
     with storage.open_download(record.key.key) as handle, context.output.progress(label, record.size) as bar:
 
@@ -76,22 +76,30 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_
             digest.update(chunk)
 
         reader = TeeReader(handle, on_chunk)
-        if not decompress:
-            for _ in iter(lambda: reader.read(CHUNK_SIZE), b""):
-                pass
-            _check_scan(record, digest.hexdigest(), None)
-            return
-        plain = plaintext(context, reader, record)
-        try:
-            for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):
-                scanner.feed(decompressor.decompress(chunk))
-            scanner.feed(decompressor.finish())
-        except DECOMPRESSION_ERRORS as error:
-            raise IntegrityError(
-                f"backup {record.key} does not decompress as {record.key.compression}: {error}",
-                "the backup is corrupt: restore another one (see `pgdr list`)",
-            ) from None
+        scanner = _decompress_all(context, reader, record) if decompress else _read_all(reader)
     _check_scan(record, digest.hexdigest(), scanner)
+
+
+def _read_all(reader: TeeReader) -> EndMarker | None:
+    """Only the checksum is wanted: read through, nothing to scan."""
+    for _ in iter(lambda: reader.read(CHUNK_SIZE), b""):
+        pass
+    return None
+
+
+def _decompress_all(context: Context, reader: TeeReader, record: BackupRecord) -> EndMarker:
+    decompressor, scanner = make_decompressor(record.key.compression), EndMarker()
+    plain = plaintext(context, reader, record)
+    try:
+        for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):
+            scanner.feed(decompressor.decompress(chunk))
+        scanner.feed(decompressor.finish())
+    except DECOMPRESSION_ERRORS as error:
+        raise IntegrityError(
+            f"backup {record.key} does not decompress as {record.key.compression}: {error}",
+            "the backup is corrupt: restore another one (see `pgdr list`)",
+        ) from None
+    return scanner
 
 
 class TeeReader:

@@ -20,6 +20,7 @@ from pgdr import __version__
 from pgdr.config import load_settings
 from pgdr.context import Context
 from pgdr.errors import ExitCode, Interrupted, PgdrError, UsageError
+from pgdr.memory import return_large_buffers_to_the_os
 from pgdr.redact import redact
 from pgdr.ui import Output, human_age, human_size
 
@@ -454,6 +455,7 @@ def _terminate(signal_number: int, frame: object) -> None:
 def main() -> None:
     started = datetime.now(UTC)
     signal.signal(signal.SIGTERM, _terminate)
+    return_large_buffers_to_the_os()
     command = typer.main.get_command(app)
     try:
         result = command.main(standalone_mode=False, prog_name="pgdr")

@@ -281,7 +281,8 @@ SHOP = [
         SELECT g.id, l.line, @ref:products:2@, 1 + @int:10:3@, @money:6@,
             CASE WHEN random() < 0.2 THEN round((random() * 30)::numeric, 2) ELSE 0 END
         FROM generate_series(@lo@, @hi@) AS g(id),
-            LATERAL generate_series(1, 1 + (g.id::bigint * 7919) % 5) AS l(line)""", 28_000, [  # ids are orders: keep = orders
+            LATERAL generate_series(1, 1 + (g.id::bigint * 7919) % 5) AS l(line)""",
+          28_000, [  # ids are orders: keep = orders
         "ALTER TABLE order_items ADD PRIMARY KEY (order_id, line)",
         "ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders (id)",
         "ALTER TABLE order_items ADD FOREIGN KEY (product_id) REFERENCES products (id)",

@@ -33,7 +33,8 @@ def reset(connection: socket.socket) -> None:
 
 @dataclass
 class LoopbackProxy:
-    """A listener on a free loopback port forwarding to target_port; subclasses implement _accept."""
+    """A listener on a free loopback port forwarding to target_port; each connection is handed to _serve on a
+    thread of its own, which subclasses implement."""
 
     target_port: int
     host: str = field(default="127.0.0.1", kw_only=True)
@@ -62,6 +63,15 @@ class LoopbackProxy:
             self._listener.close()
 
     def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
         raise NotImplementedError
 
 
@@ -85,15 +95,6 @@ class CuttingProxy(LoopbackProxy):
                 return False
             self.connections_cut += 1
             return True
-
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         if self._down():

@@ -26,6 +26,7 @@ from conftest import (
     Project,
     clean_environment,
     free_port,
+    load_sample_data,
     project_config,
     run_as_postgres_kwargs,
     server_bin_dir,
@@ -58,8 +59,9 @@ def private_folder(parent: Path, name: str) -> Path:
 
 @contextmanager
 def cluster_project(config_prefix: str = "", config_suffix: str = "", settings: str | None = None,
-                    init: bool = True) -> Iterator[RecordingProject]:
-    """A local-mode project with its cluster up (and provisioned), for a whole test module.
+                    init: bool = True, backed_up_rows: int = 0) -> Iterator[RecordingProject]:
+    """A local-mode project with its cluster up (and provisioned), for a whole test module; with backed_up_rows,
+    that many sample orders are loaded and backed up first.
 
     config_prefix goes before [postgres] (top-level keys such as environment = "production"); settings replaces
     the [postgres] settings table of the conftest config.
@@ -79,6 +81,9 @@ def cluster_project(config_prefix: str = "", config_suffix: str = "", settings: 
         project.ok("up")
         if init:
             project.ok("init")
+        if backed_up_rows:
+            load_sample_data(project, backed_up_rows)
+            project.ok("backup")
         yield project
     finally:
         stop_cluster(project)

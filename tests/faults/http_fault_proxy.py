@@ -16,7 +16,6 @@ Start with `FaultProxy(moto_port, [Fault(...)]).start()`; `log` lists (operation
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -163,15 +162,6 @@ class FaultProxy(LoopbackProxy):
             fault = next((fault for fault in self.faults if fault.take(operation, path)), None)
             self.log.append((operation, fault.action if fault else "forward"))
             return fault
-
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         reader = client.makefile("rb")

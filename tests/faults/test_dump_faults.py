@@ -30,14 +30,12 @@ from fault_helpers import (
     wait_for,
 )
 
-from conftest import count_orders, load_sample_data
+from conftest import count_orders
 
 
 @pytest.fixture(scope="module")
 def live() -> Iterator:
-    with cluster_project() as project:
-        load_sample_data(project, 5000)
-        project.ok("backup")
+    with cluster_project(backed_up_rows=5000) as project:
         yield project
 
 

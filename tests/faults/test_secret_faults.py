@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from fault_helpers import assert_clean_failure, cluster_project, server_state, tree_snapshot
 
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, load_sample_data
+from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD
 
 COMMANDS = [("backup",), ("restore", "latest", "--clean", "--yes"), ("init",), ("verify",), ("clean", "soft", "--yes"),
             ("psql", "-c", "select 1")]
@@ -28,9 +28,7 @@ WRONG = "not-the-superuser-password"
 
 @pytest.fixture(scope="module")
 def live() -> Iterator:
-    with cluster_project() as project:
-        load_sample_data(project, 100)
-        project.ok("backup")
+    with cluster_project(backed_up_rows=100) as project:
         yield project
 
 

@@ -67,3 +67,13 @@ def test_a_range_reads_back_exactly_those_bytes(compression: str, start: int, en
     pieces = list(uncompressed_range(None, io.BytesIO(compressed(compression)), record, start, end))  # type: ignore[arg-type]
     assert b"".join(pieces) == SQL[start:end]
     assert all(pieces)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_range_without_an_end_reads_to_the_end_of_the_stream(compression: str) -> None:
+    """The last database is read to the end of the file, whatever uncompressed_size the manifest says."""
+    key = make_key(WHEN, compression)
+    record = BackupRecord(key=key, size=0, modified=WHEN, target="local")
+    start = len(SQL) - 3_000_000
+    pieces = uncompressed_range(None, io.BytesIO(compressed(compression)), record, start, None)  # type: ignore[arg-type]
+    assert b"".join(pieces) == SQL[start:]

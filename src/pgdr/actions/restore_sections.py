@@ -11,6 +11,7 @@ pipeline's files) are restored in one stream as before.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -56,8 +57,10 @@ def section_ranges(manifest: Manifest | None) -> list[SectionRange]:
 
 
 def uncompressed_range(context: Context, handle: BinaryIO, record: BackupRecord, start: int,
-                       end: int) -> Iterator[bytes]:
-    """Bytes [start, end) of the backup's SQL, decompressed (and decrypted) from the beginning of the file."""
+                       end: int | None) -> Iterator[bytes]:
+    """Bytes [start, end) of the backup's SQL, decompressed (and decrypted) from the beginning of the file; end None:
+    to the end of the stream."""
+    end = end if end is not None else sys.maxsize
     from pgdr.actions.restore import TeeReader, plaintext
 
     decompressor = make_decompressor(record.key.compression)
@@ -116,7 +119,10 @@ class _RangeRestorer:
             environment=self.environment, hint=HINT_RETRY,
         ) as session:
             sessions.add(session)
-            for piece in uncompressed_range(self.context, handle, self.record, part.start, part.end):
+            # the last part is read to the end of the stream, not to the manifest's uncompressed_size: a wrong size
+            # in the manifest must not drop the end of the last database silently
+            last = self.record.manifest is not None and part.end == self.record.manifest.uncompressed_size
+            for piece in uncompressed_range(self.context, handle, self.record, part.start, None if last else part.end):
                 sessions.check()
                 session.write(globals_filter.feed(piece) if globals_filter is not None else piece)
                 self.bar.advance(len(piece))

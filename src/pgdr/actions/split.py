@@ -192,7 +192,7 @@ def restore_parts(context: Context, toolset: Toolset, local: LocalStorage, recor
                   database: str | None, existing_roles: set[str]) -> None:
     """Globals through psql (roles that exist are skipped), then the databases with pg_restore --jobs, several
     databases at a time, biggest first: one big database's COPY no longer holds the others back."""
-    from pgdr.actions.restore import GlobalsFilter, psql_restore_argv
+    from pgdr.actions.restore import LOAD_SESSION_OPTIONS, GlobalsFilter, psql_restore_argv
 
     manifest = record.manifest
     assert manifest is not None
@@ -210,18 +210,12 @@ def restore_parts(context: Context, toolset: Toolset, local: LocalStorage, recor
         parts = sorted((part for part in manifest.parts if part.database is not None
                         and (database is None or part.database == database)),
                        key=lambda part: part.size, reverse=True)
-        restore_environment = {**environment, "PGOPTIONS": _load_options()}
+        restore_environment = {**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS}
         context.output.info(f"   {len(parts)} databases, {min(jobs(context), max(1, len(parts)))} at a time, "
                             f"each with pg_restore --jobs {jobs(context)}")
         tasks = [_database_task(toolset, local.path_of(record.key.object_key(part.name)), part.database or "",
                                 jobs(context), restore_environment) for part in parts]
         run_all(tasks, jobs=jobs(context))
-
-
-def _load_options() -> str:
-    from pgdr.actions.restore import LOAD_SESSION_OPTIONS
-
-    return LOAD_SESSION_OPTIONS
 
 
 def _database_task(toolset: Toolset, path: Path, database: str, parallel: int,

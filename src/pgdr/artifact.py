@@ -120,6 +120,15 @@ class Section(BaseModel):
     offset: int
 
 
+class EmbeddedSecret(BaseModel):
+    """A secret other than a role password that the dump holds in plain text (pg_dumpall writes them as they are):
+    a user mapping's or server's password option, a subscription's connection string with a password."""
+
+    database: str
+    kind: str
+    name: str
+
+
 class StoredPart(BaseModel):
     """One object of a split backup: the globals script or one database's pg_dump -Fc archive."""
 
@@ -150,6 +159,10 @@ class Manifest(BaseModel):
     encryption: str = "none"
     parts: list[StoredPart] = Field(default_factory=list)  # split format only
     sections: list[Section] = Field(default_factory=list)  # plain format; none in older manifests
+    # how the sections were proven: "restrict" (psql-exact lexer and pg_dump's \restrict keys). Sections of older
+    # manifests were found by a line scanner that hostile names could fool: they are never used.
+    sections_proof: str = ""
+    embedded_secrets: list[EmbeddedSecret] = Field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2).encode() + b"\n"

@@ -86,6 +86,10 @@ class BackupSettings(Section):
     encryption: Literal["none", "age"] = "none"
     age_recipients: list[str] = Field(default_factory=list, description="age public keys (age1...) to encrypt to")
     age_identity: str = Field("PGDR_AGE_IDENTITY", description="NAME of the secret holding the age private key")
+    embedded_secrets: Literal["warn", "refuse"] = Field(
+        "warn", description="a dump holding secrets other than role passwords (user-mapping passwords, subscription "
+                            "connection strings with a password): warn and record them in the manifest, or refuse "
+                            "the backup")
 
     _check_identity = field_validator("age_identity")(_check_secret_name)
 

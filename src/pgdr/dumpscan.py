@@ -1,64 +1,42 @@
-"""Reads a pg_dumpall SQL stream as it passes, without holding it in memory.
+"""Reads a pg_dumpall SQL stream as it passes, through the psql-exact lexer (pgdr.sqllexer), in flat memory.
 
-It counts the rows of every COPY block per database and table (the counts `verify` checks after a restore are
-exactly what the dump holds, consistent with the dump's snapshot), notices whether the dump reached its end
-marker, and whether it carries role passwords (a backup must not).
+Everything pgdr learns from a dump comes from what psql itself would do with the same bytes, never from a line
+that merely looks like something: the rows of every COPY block per database and table (the counts `verify`
+checks), whether the dump reached its end marker, whether it carries role passwords (a backup must not) or other
+secrets (user-mapping options, subscription connection strings), and where each database's part starts.
+
+A part boundary is believed only when it cannot be forged. Since PostgreSQL 17.6, 16.10, 15.14, 14.19 and 13.22,
+pg_dump wraps its output in ``\\restrict KEY`` ... ``\\unrestrict KEY`` with a random key no database user knows
+when the data is written, and psql refuses every other meta-command in between. A header
+``-- Database "x" dump`` starts a part only when it is a top-level comment, the previous part's ``\\unrestrict``
+closed the key its ``\\restrict`` opened with nothing but comments since, and the new part's own ``\\restrict``
+comes before anything but comments and ``\\connect``. Any doubt (older pg_dumpall, the old shell pipeline's files,
+a script psql would read differently from a pg_dump's) and the dump has no sections: it restores in one stream.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
-from pgdr.artifact import DatabaseContents, Section, TableCount
+from pgdr.artifact import DatabaseContents, EmbeddedSecret, Section, TableCount
+from pgdr.sqllexer import PsqlLexer, Statement, Word, is_copy_from_stdin
 
-END_MARKER = b"\n-- PostgreSQL database cluster dump complete\n"  # a line of its own, not text inside a row
-# pg_dumpall writes `ALTER ROLE <name> WITH <options> PASSWORD '...'`; the name is matched as an identifier so a
-# role called "x PASSWORD y", or `ALTER ROLE r SET ... TO ' PASSWORD '`, is not taken for a password.
-PASSWORD_CLAUSE = re.compile(rb"^(?:CREATE|ALTER) ROLE (?:\"(?:[^\"]|\"\")*\"|[^\s\"]+) WITH\b.* PASSWORD '")
-COPY_END = b"\\.\n"
-# pg_dumpall starts each database's part (one pg_dump's output, runnable on its own once the roles exist) with
-# `--\n-- Database "<name>" dump\n--\n\n`; the restore runs those parts concurrently.
-SECTION_HEADER = re.compile(rb'^-- Database "(.*)" dump$')
-
-
-def parse_identifier_list(text: str) -> list[str]:
-    """'public."ta ble (x"' -> ['public', 'ta ble (x']: a dotted name of quoted or plain identifiers."""
-    names: list[str] = []
-    position = 0
-    while position < len(text):
-        if text[position] == '"':
-            end = position + 1
-            name = ""
-            while end < len(text):
-                if text[end] == '"':
-                    if text[end + 1 : end + 2] == '"':
-                        name += '"'
-                        end += 2
-                        continue
-                    break
-                name += text[end]
-                end += 1
-            names.append(name)
-            position = end + 1
-        else:
-            match = re.match(r"[^.\s(]+", text[position:])
-            if not match:
-                break
-            names.append(match.group(0))
-            position += match.end()
-        if text[position : position + 1] != ".":
-            break
-        position += 1
-    return names
+END_COMMENT = "-- PostgreSQL database cluster dump complete"
+SECTION_HEADER = re.compile(r'-- Database "(.*)" dump\Z')
+SECRET_OPTIONS = {"password", "sslpassword"}
+WATCHED = {("create", "role"), ("alter", "role"), ("create", "user"), ("alter", "user"), ("create", "group"),
+           ("alter", "group"), ("create", "subscription"), ("alter", "subscription"), ("create", "server"),
+           ("alter", "server"), ("create", "foreign"), ("alter", "foreign")}
+NO_RESTRICT = ("the dump has no \\restrict keys (pg_dumpall older than 17.6, 16.10, 15.14, 14.19 or 13.22, or the "
+               "old shell pipeline)")
 
 
-def parse_copy_table(line: str) -> tuple[str, str]:
-    """'COPY public.t (a, b) FROM stdin;' -> ('public', 't')."""
-    names = parse_identifier_list(line[len("COPY ") :])
-    if len(names) == 1:
-        return "public", names[0]
-    return names[-2], names[-1]
+def watched(first: Word, second: Word) -> bool:
+    """The statements whose words pgdr reads; every other statement is lexed at full speed."""
+    verb, noun = first.text.lower(), second.text.lower()
+    return verb in ("copy", "set", "reset") or (verb, noun) in WATCHED
 
 
 def parse_connect_database(line: str) -> str:
@@ -76,107 +54,190 @@ def parse_connect_database(line: str) -> str:
     return argument
 
 
-class EndMarker:
-    """Only whether the stream ends with pg_dumpall's end-of-dump line: the cheap check a restore's pre-flight pass
-    needs (checksums and the compressors' own CRCs cover the rest), at a fraction of DumpScanner's cost."""
+def qualified_name(words: list[Word], start: int) -> tuple[list[str], int]:
+    """Words from start as a dotted name ("public"."t" or public.t): its parts, and the index after it."""
+    names: list[str] = []
+    index = start
+    while index < len(words) and words[index].kind in ("ident", "quoted"):
+        word = words[index]
+        names.append(word.text if word.kind == "quoted" else word.text.lower())
+        index += 1
+        if index < len(words) and words[index].text == ".":
+            index += 1
+            continue
+        break
+    return names, index
 
-    def __init__(self) -> None:
-        self._tail = b""
 
-    def feed(self, chunk: bytes) -> None:
-        self._tail = (self._tail + chunk[-256:])[-256:]
+def copy_table(statement: Statement) -> tuple[str, str]:
+    names, _ = qualified_name(statement.words, 1)
+    if len(names) == 1:
+        return "public", names[0]
+    return (names[-2], names[-1]) if names else ("", "")
 
-    @property
-    def complete(self) -> bool:
-        return END_MARKER in self._tail
+
+def sets_role_password(statement: Statement) -> bool:
+    """CREATE/ALTER ROLE|USER|GROUP name ... [ENCRYPTED] PASSWORD 'x' (PASSWORD NULL sets none)."""
+    if (statement.keyword(0), statement.keyword(1)) not in WATCHED or statement.keyword(2) == "mapping":
+        return False
+    if statement.keyword(1) not in ("role", "user", "group"):
+        return False
+    words = statement.words
+    return any(word.is_keyword("password") and following.kind == "string"
+               for word, following in zip(words, words[1:], strict=False))
+
+
+def embedded_secret(statement: Statement, database: str) -> EmbeddedSecret | None:
+    """A user mapping, server or foreign object whose options hold a password, or a subscription whose connection
+    string does: the dump stores it in plain text (pg_dumpall --no-role-passwords leaves these in)."""
+    verb, noun = statement.keyword(0), statement.keyword(1)
+    if (verb, noun) not in WATCHED or noun in ("role", "group"):
+        return None
+    words = statement.words
+    if noun == "subscription":
+        for word, following in zip(words, words[1:], strict=False):
+            if word.is_keyword("connection") and following.kind == "string" and conninfo_has_password(following.text):
+                return EmbeddedSecret(database=database, kind="subscription", name=_object_name(words, 2))
+        return None
+    if noun == "user" and statement.keyword(2) != "mapping":
+        return None
+    for word, following in zip(words, words[1:], strict=False):
+        if word.kind in ("ident", "quoted") and word.text.lower() in SECRET_OPTIONS and following.kind == "string":
+            if noun == "user":
+                return EmbeddedSecret(database=database, kind="user mapping",
+                                      name=_object_name(words, 3, stop="options"))
+            kind = "server" if noun == "server" else "foreign object"
+            return EmbeddedSecret(database=database, kind=kind, name=_object_name(words, 2, stop="foreign"))
+    return None
+
+
+def _object_name(words: list[Word], start: int, stop: str = "") -> str:
+    """The statement's words from start up to a keyword (e.g. FOR "app" SERVER "s"), as text, for a message."""
+    parts = []
+    for word in words[start : start + 8]:
+        if word.is_keyword(stop) or word.is_keyword("options") or word.kind in ("string", "symbol", "other") or \
+                word.is_keyword("connection"):
+            break
+        parts.append(word.text)
+    return " ".join(parts)
+
+
+def conninfo_has_password(conninfo: str) -> bool:
+    """libpq connection strings: key=value pairs (values quoted with '...', backslash escapes) or a URI."""
+    text = conninfo.strip()
+    if text.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(text)
+        query = parse_qs(parts.query)
+        return bool(parts.password) or any(key.lower() in SECRET_OPTIONS for key in query)
+    for match in re.finditer(r"([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", text):
+        if match.group(1).lower() in SECRET_OPTIONS and match.group(2) not in ("", "''"):
+            return True
+    return False
+
+
+@dataclass
+class SectionProof:
+    """Follows \\restrict / \\unrestrict and the part headers; keeps only the part boundaries that are proven."""
+
+    sections: list[Section] = field(default_factory=list)
+    problem: str = ""
+    _open_key: str | None = None
+    _closed_any: bool = False
+    _quiet: bool = False  # nothing but comments since the last \unrestrict closed its key
+    _pending: Section | None = None  # a header seen; its \restrict not yet
+    _previous_comment: tuple[str, int] = ("", -2)  # text and end of the last top-level comment
+
+    def fail(self, problem: str) -> None:
+        if not self.problem:
+            self.problem = problem
+
+    def restrict(self, key: str) -> None:
+        if self._open_key is not None:
+            self.fail("a \\restrict inside another")
+        self._open_key, self._quiet = key, False
+        if self._pending is not None:
+            self.sections.append(self._pending)
+            self._pending = None
+
+    def unrestrict(self, key: str) -> None:
+        if key != self._open_key or not key:
+            self.fail("a \\unrestrict that does not close the open key")
+        self._open_key, self._closed_any, self._quiet = None, True, True
+
+    def connect(self) -> None:
+        if self._pending is None:
+            self._quiet = False
+
+    def content(self) -> None:
+        """A statement or another meta-command: before the part's \\restrict it breaks the proof."""
+        if self._pending is not None:
+            self.fail(f"database {self._pending.database}: SQL before the part's \\restrict")
+            self._pending = None
+        self._quiet = False
+
+    def comment(self, offset: int, end: int, text: str) -> None:
+        header = SECTION_HEADER.match(text)
+        previous_text, previous_end = self._previous_comment
+        self._previous_comment = (text, end)
+        if header is None or previous_text != "--" or previous_end + 1 != offset:
+            return
+        if not self._closed_any:
+            self.fail(NO_RESTRICT)
+        elif self._open_key is not None or not self._quiet or self._pending is not None:
+            self.fail(f"the header of database {header.group(1)} is not where a part can end")
+        else:
+            self._pending = Section(database=header.group(1), offset=offset - 3)
+
+    def finish(self) -> list[Section]:
+        if self._pending is not None or self._open_key is not None:
+            self.fail("the dump ends inside a part")
+        return [] if self.problem else self.sections
 
 
 @dataclass
 class DumpScanner:
-    """Feed it the uncompressed dump chunk by chunk; read `databases` and `complete` at the end."""
+    """Feed it the uncompressed dump chunk by chunk; finish(), then read what it found."""
 
     tables: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     has_password: bool = False
-    sections: list[Section] = field(default_factory=list)
+    embedded_secrets: list[EmbeddedSecret] = field(default_factory=list)
+    proof: SectionProof = field(default_factory=SectionProof)
     _database: str = ""
     _table: tuple[str, str] | None = None
-    _carry: bytes = b""
-    _tail: bytes = b""
-    _buffer_offset: int = 0  # offset in the whole stream of the buffer being scanned
-    _previous_line: bytes = b""
-    _previous_line_offset: int = 0
+    _end_seen: bool = False
+    _finished: bool = False
+    _sections: list[Section] = field(default_factory=list)
+    lexer: PsqlLexer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lexer = PsqlLexer(self, watch=watched)
 
     def feed(self, chunk: bytes) -> None:
-        self._tail = (self._tail + chunk[-256:])[-256:]
-        buffer = self._carry + chunk if self._carry else chunk
-        self._buffer_offset -= len(self._carry)
-        try:
-            self._scan(buffer)
-        finally:
-            self._buffer_offset += len(buffer)
+        self.lexer.feed(chunk)
 
-    def _scan(self, buffer: bytes) -> None:
-        position = 0
-        while position < len(buffer):
-            if self._table is not None:
-                position = self._scan_copy(buffer, position)
-                if position < 0:
-                    return
-            else:
-                newline = buffer.find(b"\n", position)
-                if newline < 0:
-                    self._carry = buffer[position:]
-                    return
-                self._scan_line(buffer[position:newline], self._buffer_offset + position)
-                position = newline + 1
-        self._carry = b""
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.lexer.finish()
+        for anomaly in self.lexer.anomalies:
+            self.proof.fail(f"the script holds {anomaly}, which pg_dump never writes")
+        self._sections = self.proof.finish()
 
-    def _scan_copy(self, buffer: bytes, position: int) -> int:
-        """Count COPY rows from position; return where normal lines resume, or -1 when the buffer ran out."""
-        assert self._table is not None
-        if buffer.startswith(COPY_END, position):
-            self._table = None
-            return position + len(COPY_END)
-        end = buffer.find(b"\n" + COPY_END, position)
-        if end >= 0:
-            self._count(buffer.count(b"\n", position, end + 1))
-            self._table = None
-            return end + 1 + len(COPY_END)
-        last_newline = buffer.rfind(b"\n", position)
-        if last_newline < 0:
-            self._carry = buffer[position:]
-            return -1
-        self._count(buffer.count(b"\n", position, last_newline + 1))
-        self._carry = buffer[last_newline + 1 :]
-        return -1
-
-    def _count(self, rows: int) -> None:
-        assert self._table is not None
-        counts = self.tables.setdefault(self._database, {})
-        counts[self._table] = counts.get(self._table, 0) + rows
-
-    def _scan_line(self, line_bytes: bytes, offset: int) -> None:
-        previous, previous_offset = self._previous_line, self._previous_line_offset
-        self._previous_line, self._previous_line_offset = line_bytes, offset
-        if line_bytes.startswith(b"-- Database ") and previous == b"--":
-            header = SECTION_HEADER.match(line_bytes)
-            if header:
-                self.sections.append(Section(database=header.group(1).decode("utf-8", "replace"),
-                                             offset=previous_offset))
-        elif line_bytes.startswith(b"COPY ") and line_bytes.endswith(b"FROM stdin;"):
-            self._table = parse_copy_table(line_bytes.decode("utf-8", "replace"))
-            self.tables.setdefault(self._database, {}).setdefault(self._table, 0)
-        elif line_bytes.startswith(b"\\connect "):
-            self._database = parse_connect_database(line_bytes.decode("utf-8", "replace"))
-            self.tables.setdefault(self._database, {})
-        elif PASSWORD_CLAUSE.match(line_bytes):
-            self.has_password = True
+    @property
+    def sections(self) -> list[Section]:
+        """The proven part boundaries; [] when any is in doubt (restore in one stream)."""
+        self.finish()
+        return self._sections
 
     @property
     def complete(self) -> bool:
-        return self._table is None and END_MARKER in self._tail
+        """The end-of-dump comment at top level, with nothing after it but comments, outside any quote or COPY."""
+        self.finish()
+        return self._end_seen and self.lexer.at_top_level
 
     def databases(self) -> list[DatabaseContents]:
+        self.finish()
         return [
             DatabaseContents(
                 name=name,
@@ -186,3 +247,47 @@ class DumpScanner:
             for name, counts in sorted(self.tables.items())
             if name
         ]
+
+    # ---- the lexer's listener -----------------------------------------------------------------------------
+    def statement(self, statement: Statement) -> None:
+        self._end_seen = False
+        self.proof.content()
+        if is_copy_from_stdin(statement):
+            self._table = copy_table(statement)
+            self.tables.setdefault(self._database, {}).setdefault(self._table, 0)
+        elif sets_role_password(statement):
+            self.has_password = True
+        else:
+            secret = embedded_secret(statement, self._database)
+            if secret is not None:
+                self.embedded_secrets.append(secret)
+
+    def meta_command(self, offset: int, end: int, text: str) -> None:
+        self._end_seen = False
+        name, _, argument = text.partition(" ")
+        if name in ("\\connect", "\\c"):
+            self._database = parse_connect_database("\\connect " + argument)
+            self.tables.setdefault(self._database, {})
+            self.proof.connect()
+        elif name == "\\restrict":
+            self.proof.restrict(argument.strip())
+        elif name == "\\unrestrict":
+            self.proof.unrestrict(argument.strip())
+        else:
+            self.proof.content()
+            self.proof.fail(f"a meta-command pg_dump never writes ({name})")
+
+    def comment(self, offset: int, end: int, text: str, in_statement: bool) -> None:
+        if in_statement:
+            return
+        if text == END_COMMENT:
+            self._end_seen = True
+        self.proof.comment(offset, end, text)
+
+    def copy_rows(self, rows: int) -> None:
+        if self._table is not None:
+            counts = self.tables.setdefault(self._database, {})
+            counts[self._table] = counts.get(self._table, 0) + rows
+
+    def copy_end(self) -> None:
+        self._table = None

@@ -28,7 +28,8 @@ SECRET_ENVIRONMENT = {"PGPASSWORD", "PGPASSFILE", "DATABASE_URL"}
 
 @dataclass(frozen=True)
 class RunAs:
-    """An unprivileged OS user for processes PostgreSQL refuses to run as root (initdb, postgres)."""
+    """An unprivileged OS user for processes PostgreSQL refuses to run as root (initdb, postgres), and for the psql
+    that feeds a backup to the server (what a backup holds must never run with root's rights)."""
 
     name: str
     uid: int
@@ -199,19 +200,21 @@ def stream(
     direction: str,
     environment: Mapping[str, str] | None = None,
     hint: str = "",
+    run_as: RunAs | None = None,
 ) -> Iterator[Stream]:
-    """Start argv with its stdout ('read') or stdin ('write') connected to pgdr.
+    """Start argv with its stdout ('read') or stdin ('write') connected to pgdr; as run_as when pgdr is root.
 
     On normal exit the process must end with status 0, else StageFailed; on any exception it is killed.
     """
     with tempfile.TemporaryFile() as stderr_file:
         try:
-            process = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            process = subprocess.Popen(  # type: ignore[call-overload]  # noqa: S603 - argv list, no shell
                 list(argv),
                 stdin=subprocess.PIPE if direction == "write" else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if direction == "read" else stderr_file,
                 stderr=stderr_file,
                 env=dict(environment) if environment is not None else child_environment(),
+                **_user_options(run_as),
             )
         except FileNotFoundError:
             raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint) from None

@@ -7,12 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgdr.artifact import DatabaseContents, Section, TableCount
-from pgdr.dumpscan import DumpScanner, parse_connect_database, parse_copy_table, parse_identifier_list
+from pgdr.dumpscan import DumpScanner, conninfo_has_password, parse_connect_database
 
 GLOBALS = """\
 --
 -- PostgreSQL database cluster dump
 --
+
+\\restrict GlobalsKey1
 
 SET default_transaction_read_only = off;
 
@@ -38,6 +40,8 @@ COMMENT ON ROLE "demo_user" IS 'ALTER ROLE x WITH LOGIN PASSWORD ''no''';
 
 GRANT "demo_readwrite" TO "demo_user" GRANTED BY "postgres";
 
+\\unrestrict GlobalsKey1
+
 """
 
 TEMPLATE1 = """\
@@ -55,6 +59,8 @@ TEMPLATE1 = """\
 -- PostgreSQL database dump
 --
 
+\\restrict Template1Key
+
 -- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
 -- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
 
@@ -64,6 +70,8 @@ SET lock_timeout = 0;
 --
 -- PostgreSQL database dump complete
 --
+
+\\unrestrict Template1Key
 
 """
 
@@ -76,12 +84,16 @@ DEMO = """\
 -- PostgreSQL database dump
 --
 
+\\restrict DemoKey
+
 CREATE DATABASE "demo" WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C';
 
 
 ALTER DATABASE "demo" OWNER TO "postgres";
 
+\\unrestrict DemoKey
 \\connect "demo"
+\\restrict DemoKey
 
 SET statement_timeout = 0;
 SELECT pg_catalog.set_config('search_path', '', false);
@@ -129,6 +141,8 @@ COPY public.plain (a) FROM stdin;
 -- PostgreSQL database dump complete
 --
 
+\\unrestrict DemoKey
+
 """
 
 WEIRD = """\
@@ -136,9 +150,13 @@ WEIRD = """\
 -- Database "weird-db name" dump
 --
 
+\\restrict WeirdKey
+
 CREATE DATABASE "weird-db name" WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C';
 
+\\unrestrict WeirdKey
 \\connect -reuse-previous=on "dbname='weird-db name'"
+\\restrict WeirdKey
 
 COPY "public"."ta ble (x" ("a") FROM stdin;
 ünïcødé
@@ -151,6 +169,8 @@ a\\r\\nb
 COPY "public"."orders" ("id") FROM stdin;
 10
 \\.
+
+\\unrestrict WeirdKey
 
 """
 
@@ -182,6 +202,7 @@ def scan(data: bytes, chunk_size: int | None = None) -> DumpScanner:
     else:
         for start in range(0, len(data), chunk_size):
             scanner.feed(data[start : start + chunk_size])
+    scanner.finish()
     return scanner
 
 
@@ -304,7 +325,11 @@ def test_marker_must_be_at_the_end() -> None:
 
 def test_marker_split_across_chunks_counts() -> None:
     for chunk_size in range(1, 50):
-        assert scan(DUMP[-120:], chunk_size).complete
+        scanner = DumpScanner()
+        scanner.feed(DUMP[:-120])
+        for start in range(len(DUMP) - 120, len(DUMP), chunk_size):
+            scanner.feed(DUMP[start : start + chunk_size])
+        assert scanner.complete
 
 
 # --- passwords ---
@@ -353,28 +378,6 @@ def test_password_text_inside_copy_data_is_not_a_role_password() -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ('COPY "public"."ta ble (x" ("a") FROM stdin;', ("public", "ta ble (x")),
-        ("COPY public.orders (id, note) FROM stdin;", ("public", "orders")),
-        ('COPY "sales"."we""ird" ("a") FROM stdin;', ("sales", 'we"ird')),
-        ('COPY "s.x"."t.y" ("a") FROM stdin;', ("s.x", "t.y")),
-        ("COPY orders (id) FROM stdin;", ("public", "orders")),
-        ('COPY "ünï"."cødé" FROM stdin;', ("ünï", "cødé")),
-        ('COPY "a""""b"."""" ("x") FROM stdin;', ('a""b', '"')),
-    ],
-)
-def test_parse_copy_table(line: str, expected: tuple[str, str]) -> None:
-    assert parse_copy_table(line) == expected
-
-
-def test_parse_identifier_list() -> None:
-    assert parse_identifier_list('public."ta ble (x"') == ["public", "ta ble (x"]
-    assert parse_identifier_list('"a"."b"."c" rest') == ["a", "b", "c"]
-    assert parse_identifier_list("") == []
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
         ("\\connect template1", "template1"),
         ('\\connect "demo"', "demo"),
         ('\\connect "Demo"', "Demo"),
@@ -387,3 +390,101 @@ def test_parse_identifier_list() -> None:
 )
 def test_parse_connect_database(line: str, expected: str) -> None:
     assert parse_connect_database(line) == expected
+
+
+# --- sections are believed only when pg_dump's \restrict keys prove them ---
+
+def test_sections_of_a_dump_without_restrict_keys_are_not_believed() -> None:
+    """pg_dumpall before 17.6/16.10/15.14/14.19/13.22, or the old shell pipeline: restore in one stream."""
+    old = b"\n".join(line for line in DUMP.split(b"\n") if not line.startswith((b"\\restrict", b"\\unrestrict")))
+    scanner = scan(old)
+    assert scanner.sections == []
+    assert "restrict" in scanner.proof.problem
+    assert scanner.tables == EXPECTED and scanner.complete
+
+
+def test_a_header_forged_by_a_newline_in_a_table_name_is_rows_not_a_boundary() -> None:
+    """The attack of issue 11: a quoted table name holding a newline used to hide the COPY line from the scanner."""
+    attack = ('COPY "public"."zz\nz" ("t") FROM stdin;\n--\n-- Database "evil" dump\n--\n\\\\! id > marker\n\\\\q\n'
+              "\\.\n\n")
+    demo = DEMO.replace("COPY public.plain (a) FROM stdin;", attack + "COPY public.plain (a) FROM stdin;")
+    scanner = scan((GLOBALS + TEMPLATE1 + demo + WEIRD + END).encode(), 5)
+    assert [section.database for section in scanner.sections] == ["template1", "demo", "weird-db name"]
+    assert scanner.tables["demo"][("public", "zz\nz")] == 5
+
+
+@pytest.mark.parametrize(("replace", "by"), [
+    ("\\restrict DemoKey\n\nCREATE DATABASE", "CREATE DATABASE"),  # SQL before the part's own \restrict
+    ("\\unrestrict Template1Key\n", "\\unrestrict OtherKey\n"),  # closes a key that is not open
+    ("\\unrestrict Template1Key\n", ""),  # the previous part never closed its key
+    ("SET lock_timeout = 0;\n", "SET lock_timeout = 0;\n\\! date\n"),  # a meta-command pg_dump never writes
+    ("SET lock_timeout = 0;\n", "SET client_encoding = 'SJIS';\n"),  # an encoding psql would lex otherwise
+])
+def test_any_doubt_about_a_boundary_drops_every_section(replace: str, by: str) -> None:
+    dump = (GLOBALS + TEMPLATE1 + DEMO + WEIRD + END).replace(replace, by, 1)
+    assert dump != (GLOBALS + TEMPLATE1 + DEMO + WEIRD + END)
+    assert scan(dump.encode()).sections == []
+
+
+def test_a_section_header_inside_a_function_body_is_not_a_boundary() -> None:
+    body = "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $_$SELECT '\n--\n-- Database \"x\" dump\n--\n'$_$;\n"
+    demo = DEMO.replace("CREATE TABLE", body + "CREATE TABLE", 1)
+    scanner = scan((GLOBALS + TEMPLATE1 + demo + WEIRD + END).encode(), 3)
+    assert [section.database for section in scanner.sections] == ["template1", "demo", "weird-db name"]
+
+
+# --- comments and strings cannot deny a backup ---
+
+@pytest.mark.parametrize("text", [
+    "ALTER ROLE \"app\" WITH LOGIN PASSWORD 'x';",
+    "COPY public.orders FROM stdin;",
+    "\\\\.",
+    "-- PostgreSQL database cluster dump complete",
+])
+def test_a_multi_line_comment_cannot_fake_a_password_a_copy_or_the_end(text: str) -> None:
+    comment = "COMMENT ON TABLE \"public\".\"orders\" IS 'x\n" + text.replace("'", "''") + "\n';\n"
+    demo = DEMO.replace("--\n-- Data for Name: orders", comment + "--\n-- Data for Name: orders", 1)
+    scanner = scan((GLOBALS + TEMPLATE1 + demo + WEIRD + END).encode(), 11)
+    assert not scanner.has_password
+    assert scanner.tables == EXPECTED
+    assert scanner.complete
+
+
+# --- secrets other than role passwords ---
+
+@pytest.mark.parametrize(("statement", "kind", "name"), [
+    ("CREATE USER MAPPING FOR \"app\" SERVER \"s\" OPTIONS (\n    \"password\" 'sekret',\n    \"user\" 'u'\n);",
+     "user mapping", "FOR app SERVER s"),
+    ("CREATE SUBSCRIPTION \"sub\" CONNECTION 'host=h dbname=d password=''p w''' PUBLICATION \"p\" "
+     "WITH (connect = false, slot_name = 'sub');", "subscription", "sub"),
+    ("CREATE SUBSCRIPTION \"sub\" CONNECTION 'postgresql://u:pw@h/d' PUBLICATION \"p\" WITH (connect = false);",
+     "subscription", "sub"),
+    ("CREATE SERVER \"s\" FOREIGN DATA WRAPPER \"mysql_fdw\" OPTIONS (\"host\" 'h', \"password\" 'x');",
+     "server", "s"),
+])
+def test_embedded_secrets_are_found(statement: str, kind: str, name: str) -> None:
+    demo = DEMO.replace("CREATE TABLE", statement + "\n\nCREATE TABLE", 1)
+    secrets = scan((GLOBALS + TEMPLATE1 + demo + END).encode(), 7).embedded_secrets
+    assert [(secret.database, secret.kind, secret.name) for secret in secrets] == [("demo", kind, name)]
+    assert all("sekret" not in secret.model_dump_json() and "pw" not in secret.name for secret in secrets)
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE USER MAPPING FOR \"app\" SERVER \"s\" OPTIONS (\"user\" 'u');",
+    "CREATE SUBSCRIPTION \"sub\" CONNECTION 'host=h dbname=d' PUBLICATION \"p\" WITH (connect = false);",
+    "COMMENT ON TABLE t IS 'CREATE USER MAPPING FOR a SERVER s OPTIONS (password ''x'');';",
+    "COMMENT ON TABLE t IS 'password=x';",
+    "-- CREATE SUBSCRIPTION s CONNECTION 'password=x' PUBLICATION p;",
+])
+def test_text_that_only_mentions_a_password_is_no_secret(statement: str) -> None:
+    demo = DEMO.replace("CREATE TABLE", statement + "\n\nCREATE TABLE", 1)
+    assert scan((GLOBALS + TEMPLATE1 + demo + END).encode()).embedded_secrets == []
+
+
+@pytest.mark.parametrize(("conninfo", "expected"), [
+    ("host=h password=x", True), ("host=h password = 'a b'", True), ("host=h sslpassword=x", True),
+    ("postgresql://u:p@h/d", True), ("postgres://h/d?password=x", True), ("host=h passfile=/x", False),
+    ("host=h password=''", False), ("postgresql://u@h/d", False), ("host=h dbname=password", False),
+])
+def test_conninfo_password(conninfo: str, expected: bool) -> None:
+    assert conninfo_has_password(conninfo) is expected

@@ -7,19 +7,27 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgdr.actions.restore_sections import GLOBALS_LABEL, SectionRange, section_ranges, uncompressed_range
+from pgdr.actions.restore_sections import (
+    GLOBALS_LABEL,
+    SectionRange,
+    restricted_from_the_start,
+    section_ranges,
+    uncompressed_range,
+)
 from pgdr.artifact import Manifest, Section, make_key
 from pgdr.catalog import BackupRecord
 from pgdr.compression import make_compressor
+from pgdr.errors import IntegrityError
 
 WHEN = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 SQL = b"".join(b"line %06d of the dump\n" % number for number in range(200_000))  # 4.6 MB, several chunks
 
 
-def manifest(sections: list[tuple[str, int]], size: int = len(SQL), format_name: str = "plain") -> Manifest:
+def manifest(sections: list[tuple[str, int]], size: int = len(SQL), format_name: str = "plain",
+             proof: str = "restrict") -> Manifest:
     return Manifest(key="20261126/postgres-all-20261126-100000.sql.gz", format=format_name, compression="gzip",
                     size=1, sha256="ab" * 32, uncompressed_size=size, server_version="15", pg_dumpall_version="15",
-                    pgdr_version="0", started_at=WHEN, finished_at=WHEN,
+                    pgdr_version="0", started_at=WHEN, finished_at=WHEN, sections_proof=proof,
                     sections=[Section(database=name, offset=offset) for name, offset in sections])
 
 
@@ -44,6 +52,34 @@ def test_ranges_are_the_globals_then_each_database_up_to_the_next() -> None:
 ])
 def test_unusable_sections_mean_one_stream(sections: list[tuple[str, int]]) -> None:
     assert section_ranges(manifest(sections, size=1000)) == []
+
+
+def test_sections_of_a_manifest_without_proof_are_never_used() -> None:
+    """Older manifests' sections came from a line scanner a table name holding a newline could fool."""
+    assert section_ranges(manifest([("template1", 100), ("crm", 250)], size=1000, proof="")) == []
+
+
+PREAMBLE = b'--\n-- Database "crm" dump\n--\n\n--\n-- PostgreSQL database dump\n--\n\n'
+
+
+@pytest.mark.parametrize("cut", [1, 5, 17, 4096])
+def test_a_part_starting_with_its_header_and_restrict_passes_unchanged(cut: int) -> None:
+    part = PREAMBLE + b"\\restrict Key\nSET x = 1;\n" + b"y" * 10_000
+    pieces = [part[start : start + cut] for start in range(0, len(part), cut)]
+    assert b"".join(restricted_from_the_start(iter(pieces), "database crm")) == part
+
+
+@pytest.mark.parametrize("part", [
+    PREAMBLE + b"SET x = 1;\n\\restrict Key\n",  # SQL before the part's \restrict
+    b"1\tdata row\n" + PREAMBLE + b"\\restrict Key\n",  # not at a header: inside COPY data
+    PREAMBLE + b"no restrict at all\n",
+])
+def test_a_part_that_does_not_start_restricted_is_refused_before_psql_gets_a_byte(part: bytes) -> None:
+    received = []
+    with pytest.raises(IntegrityError, match="restrict"):
+        for piece in restricted_from_the_start(iter([part[:7], part[7:]]), "database crm"):
+            received.append(piece)
+    assert received == []
 
 
 def test_no_manifest_or_a_split_backup_has_no_ranges() -> None:

@@ -66,7 +66,9 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
         manifest = Manifest.model_validate({
             **common, "size": sizes[1], "sha256": digest, "uncompressed_size": sizes[0],
             "finished_at": datetime.now(UTC), "seconds": {"dump": round(time.monotonic() - clock, 3)},
-            "databases": scanner.databases(), "sections": scanner.sections})
+            "databases": scanner.databases(), "sections": scanner.sections,
+            "sections_proof": "restrict" if scanner.sections else "",
+            "embedded_secrets": scanner.embedded_secrets})
     sizes_text = human_size(manifest.size)
     for storage in storages:
         storage.put_bytes(key.manifest_key, manifest.to_json())
@@ -126,7 +128,8 @@ def _stream_dump(
                 handoff.put(chunk)
                 scanner.feed(chunk)
         writer.write(compressor.flush())
-        _check_dump(scanner)
+        scanner.finish()
+        _check_dump(context, scanner)
         writer.commit()
     except StageFailed as failure:
         if writer is not None:
@@ -165,7 +168,7 @@ def age_recipients(context: Context) -> list[object]:
     return parse_recipients(context.settings.backup.age_recipients)
 
 
-def _check_dump(scanner: DumpScanner) -> None:
+def _check_dump(context: Context, scanner: DumpScanner) -> None:
     if not scanner.complete:
         raise BackupFailed(
             "backup failed at stage pg_dumpall: its output ended without the end-of-dump marker (incomplete dump)",
@@ -176,3 +179,19 @@ def _check_dump(scanner: DumpScanner) -> None:
             "the dump contains role passwords; refusing to store it",
             "pgdr always dumps with --no-role-passwords: check postgres.bin_dir points at real pg_dumpall",
         )
+    if scanner.embedded_secrets:
+        _report_embedded_secrets(context, scanner)
+
+
+def _report_embedded_secrets(context: Context, scanner: DumpScanner) -> None:
+    """Secrets pg_dumpall writes in plain text whatever its options; named (never shown), recorded, or refused."""
+    found = "; ".join(f"{secret.kind} {secret.name}" + (f" in database {secret.database}" if secret.database else "")
+                      for secret in scanner.embedded_secrets)
+    if context.settings.backup.embedded_secrets == "refuse":
+        raise BackupFailed(
+            f"the dump holds passwords in plain text ({found}); refusing to store it (backup.embedded_secrets)",
+            "move those passwords out of the database (e.g. a .pgpass file for postgres_fdw, password-less "
+            "connection strings), or set backup.embedded_secrets = \"warn\" to store them",
+        )
+    context.output.warn(f"the backup holds passwords in plain text: {found}; they are listed in its manifest "
+                        "(backup.embedded_secrets = \"refuse\" refuses such backups)")

@@ -7,22 +7,24 @@ databases or roles is refused unless --clean, which first takes a safety backup 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from pgdr.catalog import BackupRecord, find, latest, list_backups
 from pgdr.compression import DECOMPRESSION_ERRORS, make_decompressor
 from pgdr.context import Context
-from pgdr.dumpscan import EndMarker
+from pgdr.dumpscan import DumpScanner
 from pgdr.encryption import DecryptingReader
 from pgdr.errors import IntegrityError, Interrupted, Refused, RestoreFailed, SecretMissing, StageFailed, UsageError
 from pgdr.locking import locked
 from pgdr.postgres import inventory
 from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.connect import client_environment
-from pgdr.postgres.sql import identifier
-from pgdr.run import CHUNK_SIZE, stream
+from pgdr.run import CHUNK_SIZE, RunAs, stream
+from pgdr.sqllexer import PsqlLexer, Statement
 from pgdr.state import write_restore_record
 from pgdr.storage import Storage, Upload, open_storage
 from pgdr.storage.local import LocalStorage
@@ -80,20 +82,23 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_
     _check_scan(record, digest.hexdigest(), scanner)
 
 
-def _read_all(reader: TeeReader) -> EndMarker | None:
+def _read_all(reader: TeeReader) -> DumpScanner | None:
     """Only the checksum is wanted: read through, nothing to scan."""
     for _ in iter(lambda: reader.read(CHUNK_SIZE), b""):
         pass
     return None
 
 
-def _decompress_all(context: Context, reader: TeeReader, record: BackupRecord) -> EndMarker:
-    decompressor, scanner = make_decompressor(record.key.compression), EndMarker()
-    plain = plaintext(context, reader, record)
+def _decompress_all(context: Context, reader: TeeReader, record: BackupRecord) -> DumpScanner:
+    """Decompress (and decrypt) the whole backup through the psql-exact lexer: its end marker counts only where
+    psql would read it as the dump's own closing comment, never inside a row or a string."""
+    decompressor, scanner = make_decompressor(record.key.compression), DumpScanner()
     try:
-        for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):
-            scanner.feed(decompressor.decompress(chunk))
-        scanner.feed(decompressor.finish())
+        with plaintext(context, reader, record) as plain:
+            for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):
+                scanner.feed(decompressor.decompress(chunk))
+            scanner.feed(decompressor.finish())
+        scanner.finish()
     except DECOMPRESSION_ERRORS as error:
         raise IntegrityError(
             f"backup {record.key} does not decompress as {record.key.compression}: {error}",
@@ -115,6 +120,15 @@ class TeeReader:
             self._on_chunk(chunk)
         return chunk
 
+    def close(self) -> None:
+        """The source belongs to the caller: nothing to release here (DecryptingReader has a thread and a pipe)."""
+
+    def __enter__(self) -> TeeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def plaintext(context: Context, source: TeeReader, record: BackupRecord) -> TeeReader | DecryptingReader:
     """The backup's bytes as compressed SQL: decrypted with the age identity secret when the backup is encrypted."""
@@ -129,7 +143,7 @@ def plaintext(context: Context, source: TeeReader, record: BackupRecord) -> TeeR
     return DecryptingReader(source, parse_identity(context.secrets.get(name), name))  # type: ignore[arg-type]
 
 
-def _check_scan(record: BackupRecord, sha256: str, scanner: EndMarker | None) -> None:
+def _check_scan(record: BackupRecord, sha256: str, scanner: DumpScanner | None) -> None:
     if record.manifest is not None and record.manifest.sha256 != sha256:
         raise IntegrityError(
             f"backup {record.key} does not match its manifest's sha256",
@@ -182,42 +196,91 @@ def existing_data(context: Context) -> tuple[list[str], list[str]]:
 
 
 class GlobalsFilter:
-    """Drops the dump's `CREATE ROLE <bootstrap superuser>;`: it always exists in a fresh cluster, so the one
-    expected difference is handled instead of failing the restore. Only the globals section (before the first
-    \\connect) is looked at; the rest passes through untouched.
+    """Turns the dump's `CREATE ROLE <role>;` for the bootstrap superuser (and for roles the target already has)
+    into a comment: they exist in a fresh cluster, so the one expected difference is handled instead of failing the
+    restore. Statements are found by the psql-exact lexer, so text inside a string, a comment or a quoted name is
+    never taken for one; only the globals (before the first \\connect) are read, the rest passes untouched.
     """
 
     def __init__(self, superuser: str, existing_roles: set[str] | frozenset[str] = frozenset()) -> None:
-        self.skip = {statement for role in {superuser, *existing_roles}
-                     for statement in (f"CREATE ROLE {role};".encode(), f"CREATE ROLE {identifier(role)};".encode())}
+        self.skip = {superuser, *existing_roles}
         self.in_globals = True
-        self._carry = b""
+        self._lexer = PsqlLexer(self, watch=lambda first, second: (first.text.lower(), second.text.lower()) ==
+                                ("create", "role"))
+        self._held = bytearray()
+        self._held_start = 0
+        self._skipped: list[tuple[int, int]] = []
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self.in_globals:
+        if not self.in_globals and not self._held:
             return chunk
-        data = self._carry + chunk
-        last_newline = data.rfind(b"\n")
-        if last_newline < 0:
-            self._carry = data
-            return b""
-        self._carry = data[last_newline + 1 :]
-        lines = data[: last_newline + 1].split(b"\n")
-        output = []
-        for index, line in enumerate(lines[:-1]):
-            if line.startswith(b"\\connect "):
-                self.in_globals = False
-                output.append(b"\n".join(lines[index:-1]) + b"\n")
-                break
-            output.append(b"-- pgdr: skipped, exists already: " + line + b"\n" if line in self.skip else line + b"\n")
-        if not self.in_globals:
-            output.append(self._carry)
-            self._carry = b""
-        return b"".join(output)
+        self._held += chunk
+        if self.in_globals:
+            self._lexer.feed(chunk)
+        return self._release(self._lexer.settled if self.in_globals else self._held_start + len(self._held))
 
     def finish(self) -> bytes:
-        carry, self._carry = self._carry, b""
-        return carry
+        if self.in_globals:
+            self._lexer.finish()
+        return self._release(self._held_start + len(self._held))
+
+    def _release(self, until: int) -> bytes:
+        """The held bytes before `until`, each skipped statement replaced by a one-line comment (line count kept,
+        nothing of the statement's text can leave the comment)."""
+        output, position = bytearray(), self._held_start
+        for start, end in [item for item in self._skipped if item[1] <= until]:
+            output += self._held[position - self._held_start : start - self._held_start]
+            text = bytes(self._held[start - self._held_start : end - self._held_start])
+            output += b"-- pgdr: skipped, exists already: " + text.replace(b"\n", b" ").replace(b"\r", b" ")
+            output += b"\n" * text.count(b"\n")
+            position = end
+        self._skipped = [item for item in self._skipped if item[1] > until]
+        output += self._held[position - self._held_start : until - self._held_start]
+        del self._held[: until - self._held_start]
+        self._held_start = until
+        return bytes(output)
+
+    def statement(self, statement: Statement) -> None:
+        words = statement.words
+        if (self.in_globals and len(words) == 4 and statement.keyword(0) == "create" and statement.keyword(1) == "role"
+                and words[2].kind in ("ident", "quoted") and words[3].text == ";"):
+            name = words[2].text if words[2].kind == "quoted" else words[2].text.lower()
+            if name in self.skip:
+                self._skipped.append((statement.offset, statement.end))
+
+    def meta_command(self, offset: int, end: int, text: str) -> None:
+        if text.startswith(("\\connect", "\\c ")):
+            self.in_globals = False
+
+    def comment(self, offset: int, end: int, text: str, in_statement: bool) -> None:
+        pass
+
+    def copy_rows(self, rows: int) -> None:
+        pass
+
+    def copy_end(self) -> None:
+        pass
+
+
+def unprivileged_client(context: Context, psql: str) -> RunAs | None:
+    """As root, the psql that feeds a backup to the server runs as the cluster's unprivileged OS user
+    (postgres.os_user): defence in depth behind the lexer and pg_dump's \\restrict, so that nothing a backup holds
+    could ever run with root's rights. None when not root, when that user does not exist, or when it cannot run
+    this psql (said once)."""
+    if os.geteuid() != 0:
+        return None
+    name = context.settings.postgres.os_user
+    try:
+        owner = RunAs.lookup(name)
+    except KeyError:
+        context.output.info(f"   psql runs as root: OS user {name} (postgres.os_user) does not exist")
+        return None
+    path = Path(psql).resolve()
+    if not all(folder.stat().st_mode & 0o001 for folder in path.parents) or not path.stat().st_mode & 0o001:
+        context.output.info(f"   psql runs as root: OS user {name} cannot run {psql}")
+        return None
+    context.output.info(f"   psql runs as OS user {name}, not root")
+    return owner
 
 
 def psql_restore_argv(psql: str) -> list[str]:
@@ -228,13 +291,14 @@ def psql_restore_argv(psql: str) -> list[str]:
 def stream_into_psql(context: Context, psql: str, handle: BinaryIO, record: BackupRecord) -> None:
     decompressor = make_decompressor(record.key.compression)
     globals_filter = GlobalsFilter(context.settings.postgres.superuser)
-    with client_environment(context.superuser_endpoint()) as environment, stream(
+    owner = unprivileged_client(context, psql)
+    with client_environment(context.superuser_endpoint(), owner) as environment, stream(
         psql_restore_argv(psql), stage="psql", direction="write",
-        environment={**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS}, hint=HINT_RETRY,
+        environment={**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS}, hint=HINT_RETRY, run_as=owner,
     ) as restore, context.output.progress("Restoring", record.size) as bar:
-        plain = plaintext(context, TeeReader(handle, lambda chunk: bar.advance(len(chunk))), record)
-        for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):
-            restore.write(globals_filter.feed(decompressor.decompress(chunk)))
+        with plaintext(context, TeeReader(handle, lambda chunk: bar.advance(len(chunk))), record) as plain:
+            for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):
+                restore.write(globals_filter.feed(decompressor.decompress(chunk)))
         restore.write(globals_filter.feed(decompressor.finish()) + globals_filter.finish())
 
 
@@ -355,6 +419,9 @@ def _restore_plain(context: Context, toolset: Toolset, storage: Storage, record:
     if ranges and jobs(context) > 1:
         restore_sections(context, toolset.path("psql"), storage, record, ranges, jobs(context))
         return
+    if jobs(context) > 1:
+        context.output.info("   restoring in one stream: the backup's database boundaries are not proven by "
+                            "pg_dump's \\restrict keys (older pg_dumpall, older pgdr, or the old pipeline)")
     with storage.open_download(record.key.key) as handle:
         stream_into_psql(context, toolset.path("psql"), handle, record)
 

@@ -11,6 +11,7 @@ pipeline's files) are restored in one stream as before.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from pgdr.catalog import BackupRecord
 from pgdr.compression import make_decompressor
 from pgdr.concurrency import Sessions, run_all
 from pgdr.context import Context
+from pgdr.errors import IntegrityError
 from pgdr.postgres.connect import client_environment
-from pgdr.run import CHUNK_SIZE, stream
+from pgdr.run import CHUNK_SIZE, RunAs, stream
 from pgdr.storage import Storage
 from pgdr.ui import ProgressHandle
 
@@ -43,8 +45,14 @@ class SectionRange:
 
 
 def section_ranges(manifest: Manifest | None) -> list[SectionRange]:
-    """The globals, then each database's part; [] when the manifest has no usable sections (restore in one stream)."""
+    """The globals, then each database's part; [] when the manifest has no proven sections (restore in one stream).
+
+    Only sections proven by the psql-exact lexer and pg_dump's \\restrict keys count: older manifests' sections
+    came from a line scanner that a table name holding a newline could fool into a boundary inside COPY data.
+    """
     if manifest is None or manifest.format != "plain" or len(manifest.sections) < 2:
+        return []
+    if manifest.sections_proof != "restrict":
         return []
     offsets = [section.offset for section in manifest.sections]
     if offsets != sorted(set(offsets)) or offsets[0] <= 0 or offsets[-1] >= manifest.uncompressed_size:
@@ -64,15 +72,15 @@ def uncompressed_range(context: Context, handle: BinaryIO, record: BackupRecord,
     from pgdr.actions.restore import TeeReader, plaintext
 
     decompressor = make_decompressor(record.key.compression)
-    source = plaintext(context, TeeReader(handle, lambda chunk: None), record)
-    position = 0
-    for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
-        data = decompressor.decompress(chunk)
-        if position + len(data) > start:
-            yield data[max(0, start - position) : end - position]
-        position += len(data)
-        if position >= end:
-            return
+    with plaintext(context, TeeReader(handle, lambda chunk: None), record) as source:  # closed: no thread, no fd left
+        position = 0
+        for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+            data = decompressor.decompress(chunk)
+            if position + len(data) > start:
+                yield data[max(0, start - position) : end - position]
+            position += len(data)
+            if position >= end:
+                return
     tail = decompressor.finish()
     if position + len(tail) > start:
         yield tail[max(0, start - position) : end - position]
@@ -87,15 +95,52 @@ def restore_sections(context: Context, psql: str, storage: Storage, record: Back
     databases.sort(key=lambda part: part.size, reverse=True)
     manifest = record.manifest
     assert manifest is not None
-    with client_environment(context.superuser_endpoint()) as environment, context.output.progress(
+    from pgdr.actions.restore import unprivileged_client
+
+    owner = unprivileged_client(context, psql)
+    with client_environment(context.superuser_endpoint(), owner) as environment, context.output.progress(
         "Restoring", manifest.uncompressed_size
     ) as bar:
         session_environment = {**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS}
-        restorer = _RangeRestorer(context, psql, storage, record, session_environment, bar)
+        restorer = _RangeRestorer(context, psql, storage, record, session_environment, bar, owner)
         run_all([restorer.task(globals_range)], jobs=1)
         context.output.info(f"   {len(databases)} databases, {min(jobs, len(databases))} at a time: "
                             f"{', '.join(part.label.removeprefix('database ') for part in databases)}")
         run_all([restorer.task(part) for part in databases], jobs=jobs)
+
+
+PREAMBLE_LIMIT = 64 * 1024
+PREAMBLE_LINE = re.compile(rb"(?:--[^\n\r]*|\\connect [^\n]*|)\Z")
+
+
+def restricted_from_the_start(pieces: Iterator[bytes], label: str) -> Iterator[bytes]:
+    """A database's part as psql gets it, once its start is shown to be pg_dump's: the section header, then only
+    comments, blank lines and \\connect, then the part's own \\restrict, before any byte a database user could
+    have written. The manifest's proof says so already; this holds it against the bytes actually restored."""
+    held = b""
+    for piece in pieces:
+        if held is not None:
+            held += piece
+            restrict = held.find(b"\n\\restrict ")
+            if restrict < 0 and len(held) < PREAMBLE_LIMIT:
+                continue
+            _check_preamble(held, restrict, label)
+            piece, held = held, None  # type: ignore[assignment]
+        yield piece
+    if held is not None:
+        _check_preamble(held, held.find(b"\n\\restrict "), label)
+        yield held
+
+
+def _check_preamble(data: bytes, restrict: int, label: str) -> None:
+    lines = data[:restrict].split(b"\n") if restrict >= 0 else []
+    if restrict < 0 or not data.startswith(b"--\n-- Database ") or not all(PREAMBLE_LINE.match(line)
+                                                                            for line in lines):
+        raise IntegrityError(
+            f"backup section {label} does not start with pg_dump's header and \\restrict; refusing to restore it "
+            "in parallel",
+            "restore in one stream: set backup.jobs = 1 (or PGDR_BACKUP__JOBS=1) and run the restore again",
+        )
 
 
 @dataclass
@@ -106,6 +151,7 @@ class _RangeRestorer:
     record: BackupRecord
     environment: dict[str, str]
     bar: ProgressHandle
+    owner: RunAs | None
 
     def task(self, part: SectionRange) -> Callable[[Sessions], None]:
         return lambda sessions: self.restore(part, sessions)
@@ -116,13 +162,14 @@ class _RangeRestorer:
         globals_filter = GlobalsFilter(self.context.settings.postgres.superuser) if part.start == 0 else None
         with self.storage.open_download(self.record.key.key) as handle, stream(
             psql_restore_argv(self.psql), stage=f"psql ({part.label})", direction="write",
-            environment=self.environment, hint=HINT_RETRY,
+            environment=self.environment, hint=HINT_RETRY, run_as=self.owner,
         ) as session:
             sessions.add(session)
             # the last part is read to the end of the stream, not to the manifest's uncompressed_size: a wrong size
             # in the manifest must not drop the end of the last database silently
             last = self.record.manifest is not None and part.end == self.record.manifest.uncompressed_size
-            for piece in uncompressed_range(self.context, handle, self.record, part.start, None if last else part.end):
+            pieces = uncompressed_range(self.context, handle, self.record, part.start, None if last else part.end)
+            for piece in pieces if globals_filter is not None else restricted_from_the_start(pieces, part.label):
                 sessions.check()
                 session.write(globals_filter.feed(piece) if globals_filter is not None else piece)
                 self.bar.advance(len(piece))

@@ -12,11 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from pgdr.errors import AuthenticationFailed, PgdrError, RestoreFailed, ServerUnreachable
 from pgdr.redact import register_secret
+
+if TYPE_CHECKING:
+    from pgdr.run import RunAs
 
 HINT_PASSWORD = "run `pgdr secrets pull && pgdr init` to reset passwords from the secret store"
 HINT_MISSING = "the restore did not complete: run `pgdr list` and restore again"
@@ -63,12 +67,15 @@ def passfile_line(host: str, port: int, user: str, password: str) -> str:
 
 
 @contextmanager
-def temporary_passfile(endpoint: Endpoint) -> Iterator[str]:
-    """A PGPASSFILE readable only by us (0600 from creation), removed afterwards."""
+def temporary_passfile(endpoint: Endpoint, owner: RunAs | None = None) -> Iterator[str]:
+    """A PGPASSFILE readable only by us, or by owner (a client run as that OS user): 0600 from creation, given to
+    owner before anything is written, removed afterwards."""
     if endpoint.password:
         register_secret(endpoint.password)
     descriptor, path = tempfile.mkstemp(prefix="pgdr-pgpass-")  # mkstemp creates with 0600
     try:
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(descriptor, owner.uid, owner.gid)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(passfile_line(endpoint.host, endpoint.port, endpoint.user, endpoint.password))
         yield path
@@ -77,12 +84,13 @@ def temporary_passfile(endpoint: Endpoint) -> Iterator[str]:
 
 
 @contextmanager
-def client_environment(endpoint: Endpoint) -> Iterator[dict[str, str]]:
-    """Environment for a libpq child process (psql, pg_dumpall) connecting to endpoint."""
+def client_environment(endpoint: Endpoint, owner: RunAs | None = None) -> Iterator[dict[str, str]]:
+    """Environment for a libpq child process (psql, pg_dumpall) connecting to endpoint, run as owner if given."""
     from pgdr.run import child_environment
 
-    with temporary_passfile(endpoint) as passfile:
-        yield child_environment({**endpoint.libpq_environment(), "PGPASSFILE": passfile})
+    with temporary_passfile(endpoint, owner) as passfile:
+        home = {"HOME": owner.home} if owner is not None else {}
+        yield child_environment({**endpoint.libpq_environment(), "PGPASSFILE": passfile, **home})
 
 
 def translate_error(error: psycopg.Error, endpoint: Endpoint) -> PgdrError:

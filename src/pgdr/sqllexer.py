@@ -43,6 +43,7 @@ NUMBER = rb"[0-9][0-9A-Za-z_\x80-\xff]*"  # digits, and the letters psql would t
 TOKEN = re.compile(
     rb"(?P<space>[ \t\n\r\f\v]+)"
     rb"|(?P<estring>[eE]')"
+    rb"|(?P<bitstring>[bBxX]')"  # bit strings take no backslash escapes, whatever standard_conforming_strings
     rb"|(?P<ident>" + IDENTIFIER + rb")"
     rb"|(?P<number>" + NUMBER + rb")"
     rb"|(?P<special>--|/\*|['\"$\\;()])"
@@ -232,10 +233,10 @@ class PsqlLexer:
             end = _last_token_boundary(buffer, position, end)
             if end <= position:
                 return -1
-        elif buffer[end : end + 1] == b"'" and buffer[end - 1 : end] in (b"e", b"E") and (
+        elif buffer[end : end + 1] == b"'" and buffer[end - 1 : end] in (b"e", b"E", b"b", b"B", b"x", b"X") and (
             end - 1 == position or not _is_word_byte(buffer[end - 2])
         ):
-            end -= 1  # a lone E before a quote starts an escape string: leave it to the token lexer
+            end -= 1  # a lone E, B or X before a quote starts a string of its own kind: leave it to the token lexer
         if end > position:
             self._touch(position)
         return end
@@ -255,6 +256,8 @@ class PsqlLexer:
             return self._special(buffer, position, end, text)
         if kind == "estring":
             return self._open_quote(position, end, "xe")
+        if kind == "bitstring":
+            return self._open_quote(position, end, "xq")
         self._touch(position)
         if kind == "ident":
             self._identifier(text)
@@ -444,11 +447,14 @@ class PsqlLexer:
 
     # ---- comments -----------------------------------------------------------------------------------------
     def _lex_line_comment(self, buffer: bytes, position: int) -> int:
-        end = _line_end(buffer, position)
+        return self._read_to_line_end(buffer, position, _line_end(buffer, position), self._finish_line_comment)
+
+    def _read_to_line_end(self, buffer: bytes, position: int, end: int, finish: Callable[[int], None]) -> int:
+        """The text up to end (where the line ends; -1: not in this chunk) is kept; at the end, finish(offset)."""
         self._keep_text(buffer[position : end if end >= 0 else len(buffer)])
         if end < 0:
             return len(buffer)
-        self._finish_line_comment(self._offset + end)
+        finish(self._offset + end)
         return end
 
     def _finish_line_comment(self, end: int) -> None:
@@ -485,12 +491,7 @@ class PsqlLexer:
         return position + 1
 
     def _lex_meta(self, buffer: bytes, position: int) -> int:
-        newline = buffer.find(b"\n", position)
-        self._keep_text(buffer[position : newline if newline >= 0 else len(buffer)])
-        if newline < 0:
-            return len(buffer)
-        self._finish_meta(self._offset + newline)
-        return newline
+        return self._read_to_line_end(buffer, position, buffer.find(b"\n", position), self._finish_meta)
 
     def _finish_meta(self, end: int) -> None:
         self._state = "initial"

@@ -84,6 +84,8 @@ def statements(script: bytes) -> list[str]:
          ["SET standard_conforming_strings = off;", "SELECT 'a\\';b';", "SELECT 2;"]),
         (b"SELECT e'x' ; SELECT namee'y'; SELECT 2;", ["SELECT e'x' ;", "SELECT namee'y';", "SELECT 2;"]),
         (b"SELECT 1e'\\'; SELECT 2;", ["SELECT 1e'\\';", "SELECT 2;"]),  # 1e is a number: '\' is standard
+        (b"SET standard_conforming_strings = off; SELECT B'1\\'; SELECT X'\\';",  # bit strings: no escapes
+         ["SET standard_conforming_strings = off;", "SELECT B'1\\';", "SELECT X'\\';"]),
     ],
 )
 def test_statements_end_where_psql_ends_them(script: bytes, expected: list[str]) -> None:

@@ -186,7 +186,11 @@ def _proc_status_kib(pid: int, field: str) -> int | None:
 def _run_queue_ns(pid: int) -> int | None:
     """Time the process's threads spent runnable but waiting for a core (/proc/PID/task/*/schedstat)."""
     total, seen = 0, False
-    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+    try:
+        paths = list(Path(f"/proc/{pid}/task").glob("*/schedstat"))
+    except OSError:  # the process exited between two looks (Python 3.11's glob does not swallow it)
+        return None
+    for path in paths:
         try:
             total += int(path.read_text().split()[1])
             seen = True

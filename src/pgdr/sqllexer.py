@@ -71,6 +71,7 @@ QUOTE_CONTINUATION_PREFIX = re.compile(
     rb"(?:[ \t\f\v]++|--[^\n\r]*+)*+(?:[\n\r](?:[ \t\n\r\f\v]++|--[^\n\r]*+[\n\r])*+(?:--[^\n\r]*+)?)?-?\Z"
 )
 FUNCTION_WORDS = {b"create", b"function", b"procedure", b"or", b"replace"}
+LEXER_WATCHES = {"copy", "set", "reset"}  # statements that change how psql reads what follows, always captured
 
 
 @dataclass(frozen=True)
@@ -206,10 +207,11 @@ class PsqlLexer:
 
     @property
     def settled(self) -> int:
-        """Stream offset before which every byte is lexed and belongs to no statement still being read."""
+        """Stream offset before which every byte is lexed and belongs to no watched statement still being read (a
+        statement the listener may still want to act on)."""
         lexed = self._offset - len(self._carry)
         start = self._statement.start
-        return min(start, lexed) if start is not None else lexed
+        return min(start, lexed) if start is not None and self._statement.words is not None else lexed
 
     @property
     def in_copy(self) -> bool:
@@ -324,7 +326,7 @@ class PsqlLexer:
         statement.named += 1
         if statement.named == 2 and statement.words is not None:
             first, second = [item for item in statement.words if item.kind in ("ident", "quoted")][:2]
-            if not self.watch(first, second):
+            if not self.watch(first, second) and first.text.lower() not in LEXER_WATCHES:
                 statement.words = None
 
     def _capture(self, word: Word) -> None:

@@ -143,3 +143,15 @@ def test_last_line_without_newline_is_passed_on_by_finish() -> None:
     for chunk_size in (None, 1, 3):
         assert run_filter(b"SELECT 1;\nSELECT 2;", chunk_size) == b"SELECT 1;\nSELECT 2;"
     assert run_filter(b"") == b""
+
+
+def test_a_huge_statement_in_the_globals_passes_through_in_flat_memory() -> None:
+    """Only a statement that could be skipped (CREATE ROLE ...) is held until its end; others flow on."""
+    globals_filter = GlobalsFilter("postgres")
+    output = [globals_filter.feed(b"COMMENT ON ROLE r IS '")]
+    for _ in range(64):
+        output.append(globals_filter.feed(b"x" * 65536))
+        assert len(globals_filter._held) <= 65536 + 16
+    output.append(globals_filter.feed(b"';\nCREATE ROLE \"postgres\";\n") + globals_filter.finish())
+    data = b"".join(output)
+    assert data.endswith(SKIPPED + b'CREATE ROLE "postgres";\n') and len(data) > 64 * 65536

@@ -191,3 +191,14 @@ def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
     lexer.finish()
     assert recorder.events == expected
     assert lexer.at_top_level
+
+
+def test_copy_and_settings_are_followed_whatever_the_listener_watches() -> None:
+    """COPY and SET change how psql reads what follows: captured even when the listener watches nothing."""
+    script = b"SET standard_conforming_strings = off;\nSELECT 'a\\';b';\nCOPY t FROM stdin;\nSELECT 1;\n\\.\n"
+    recorder = Recorder(script)
+    lexer = PsqlLexer(recorder, watch=lambda first, second: False)
+    lexer.feed(script)
+    lexer.finish()
+    assert recorder.events == [("sql", "SET standard_conforming_strings = off;"), ("sql", "SELECT 'a\\';b';"),
+                               ("sql", "COPY t FROM stdin;"), ("copy end", "1")]

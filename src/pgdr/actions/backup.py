@@ -40,6 +40,12 @@ def dump_argv(pg_dumpall: str) -> list[str]:
     return [pg_dumpall, "--no-role-passwords", "--no-password", "--quote-all-identifiers"]
 
 
+def dump_environment(environment: dict[str, str]) -> dict[str, str]:
+    """Without PGCLIENTENCODING, pg_dump writes each database in its own encoding, where every byte that looks
+    like a quote or a backslash is one (a client-only encoding such as SJIS is not, and psql would read it so)."""
+    return {name: value for name, value in environment.items() if name != "PGCLIENTENCODING"}
+
+
 @locked("backup")
 def backup(context: Context, targets: list[str] | None = None, safety: bool = False) -> BackupResult:
     settings = context.settings
@@ -119,7 +125,7 @@ def _stream_dump(
         with client_environment(context.superuser_endpoint()) as environment, Handoff(
             partial(_compress_and_write, compressor, writer), name="pgdr-compress"
         ) as handoff, stream(
-            dump_argv(pg_dumpall), stage="pg_dumpall", direction="read", environment=environment,
+            dump_argv(pg_dumpall), stage="pg_dumpall", direction="read", environment=dump_environment(environment),
             hint="check the server's log and `pgdr status`",
         ) as dump, context.output.progress("Dumping") as progress:
             for chunk in _gathered(dump):

@@ -140,7 +140,12 @@ def _print_status(output: Output, report: object) -> None:
 
 @app.command()
 def backup(ctx: typer.Context) -> None:
-    """pg_dumpall --no-role-passwords, compressed while streaming, to every target in backup.targets."""
+    """pg_dumpall --no-role-passwords, compressed while streaming, to every target in backup.targets.
+
+    The dump is read as psql reads it: row counts, end marker, database boundaries, passwords left in it.
+
+    Passwords in user mappings or subscriptions: a warning, or a refusal with backup.embedded_secrets = "refuse".
+    """
     from pgdr.actions.backup import backup as take_backup
     from pgdr.observe import observed
 

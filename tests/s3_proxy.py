@@ -3,18 +3,41 @@
 `cut_after` bytes client -> server (uploads), or `cut_download_after` bytes server -> client (downloads), all
 connections together, may pass; the connection that crosses the line is reset, and so is every later one
 until `cuts` connections were cut (None: the network stays down for good). With `cuts=1` the failure is
-transient, which is what a retry should ride over.
+transient, which is what a retry should ride over. A download is cut only once the client's kernel has
+acknowledged every byte forwarded so far, so the client reads all of them before the reset: where a resumed
+download must start does not depend on how busy the machine is. `ranges` lists the Range header of each GET
+that went through ("" for none), so a test can tell a download resumed where it stopped from one started again
+at byte 0.
 """
 
 from __future__ import annotations
 
+import fcntl
+import re
 import socket
 import struct
+import termios
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Self
 
 BUFFER = 64 * 1024
+GET_HEAD = re.compile(rb"GET [^ \r\n]+ HTTP/1\.1\r\n((?:[^\r\n]+\r\n)*)\r\n")
+RANGE = re.compile(rb"(?im)^range:[ \t]*([^\r\n]*)\r$")
+
+
+def delivered(connection: socket.socket) -> None:
+    """Wait until the peer's kernel has acknowledged every byte sent on the connection. Bytes it holds stay
+    readable after a reset; bytes still in our send queue would be dropped by it."""
+    while True:
+        try:
+            unsent = struct.unpack("i", fcntl.ioctl(connection.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except OSError:
+            return
+        if unsent == 0:
+            return
+        time.sleep(0.005)
 
 
 def reset(connection: socket.socket) -> None:
@@ -83,6 +106,7 @@ class CuttingProxy(LoopbackProxy):
     forwarded: int = 0
     downloaded: int = 0
     connections_cut: int = 0
+    ranges: list[str] = field(default_factory=list)
 
     def _down(self) -> bool:
         """True when the connection at hand must be cut (counts the cut)."""
@@ -114,6 +138,7 @@ class CuttingProxy(LoopbackProxy):
             while data := client.recv(BUFFER):
                 with self._lock:
                     self.forwarded += len(data)
+                    self.ranges += [_range_of(head.group(1)) for head in GET_HEAD.finditer(data)]
                 if self._down():
                     reset(client)
                     reset(upstream)
@@ -129,6 +154,7 @@ class CuttingProxy(LoopbackProxy):
                 with self._lock:
                     self.downloaded += len(data)
                 if self._down():
+                    delivered(client)
                     reset(client)
                     reset(upstream)
                     return
@@ -136,6 +162,11 @@ class CuttingProxy(LoopbackProxy):
         except OSError:
             pass
         _shutdown(client)
+
+
+def _range_of(headers: bytes) -> str:
+    found = RANGE.search(headers)
+    return found.group(1).decode("latin-1").strip() if found else ""
 
 
 def _shutdown(connection: socket.socket) -> None:

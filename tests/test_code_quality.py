@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.prefix) / "bin" / "ruff").exists(),
-                    reason="ruff not installed (pip install -e '.[test]')")
+                    reason="ruff is not installed: source and tests are not linted (pip install -e '.[test]')")
 def test_ruff_finds_no_problems_in_source_and_tests():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "bench"], cwd=ROOT,
                             capture_output=True, text=True)
@@ -19,6 +19,7 @@ def test_ruff_finds_no_problems_in_source_and_tests():
 
 
 def test_mypy_finds_no_type_errors_in_the_package():
-    pytest.importorskip("mypy")
+    pytest.importorskip("mypy", reason="mypy is not installed: the package is not type-checked "
+                                       "(pip install -e '.[test]')")
     result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,7 +1,7 @@
 """The old runbook's task names still work: mise.toml maps each one to a pgdr command.
 
-Needs mise (`npm install -g @jdxcode/mise`; .ci/run installs it). Without it these tests are skipped, and
-pytest's summary (-ra) says why.
+The task files are read with tomllib everywhere; running them needs mise (`npm install -g @jdxcode/mise`;
+.ci/run installs it). Without mise only the tests that run it are skipped, and pytest's summary (-ra) says why.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ RUNBOOK_TASKS = [
     "clean:postgres:soft", "clean:postgres:hard", "db", "migrate:hono", "recover", "drill",
 ]
 
-pytestmark = pytest.mark.skipif(shutil.which("mise") is None,
-                                reason="mise is not installed: npm install -g @jdxcode/mise (.ci/run does)")
+needs_mise = pytest.mark.skipif(shutil.which("mise") is None,
+                                reason="mise is not installed: mise itself is not seen listing and running the task "
+                                       "files (npm install -g @jdxcode/mise; .ci/run does)")
 
 
 def mise_environment(home: Path, trusted: list[Path], base: dict[str, str] | None = None) -> dict[str, str]:
@@ -59,6 +60,23 @@ def listed_tasks(cwd: Path, environment: dict[str, str]) -> dict[str, dict[str, 
     return {task["name"]: task for task in json.loads(mise_ok(cwd, environment, "tasks", "ls", "--json").stdout)}
 
 
+def run_lines(task: dict[str, object]) -> list[str]:
+    run = task["run"]
+    return [run] if isinstance(run, str) else [str(line) for line in run]  # type: ignore[union-attr]
+
+
+def test_both_task_files_define_every_runbook_name_as_the_same_pgdr_command():
+    """Read as TOML, without mise: the demo's file and the root's hold the same tasks, each running pgdr."""
+    demo = tomllib.loads((DEMO / "mise.toml").read_text())["tasks"]
+    root = tomllib.loads((ROOT / "mise.toml").read_text())["tasks"]
+    assert [name for name in RUNBOOK_TASKS if name not in demo] == []
+    assert root == demo
+    for name in RUNBOOK_TASKS:
+        assert all(line.startswith("pgdr ") for line in run_lines(demo[name])), f"{name} does not run pgdr"
+    assert "./pgdr.toml" in (ROOT / "mise.toml").read_text()  # the comment saying which config it drives
+
+
+@needs_mise
 def test_every_runbook_task_name_is_defined_by_the_demo_mise_toml(workdir):
     environment = mise_environment(workdir, [DEMO, ROOT])
 
@@ -73,6 +91,7 @@ def test_every_runbook_task_name_is_defined_by_the_demo_mise_toml(workdir):
     assert all(name in table for name in RUNBOOK_TASKS)
 
 
+@needs_mise
 def test_the_root_mise_toml_maps_the_same_names_to_the_same_pgdr_commands(workdir):
     environment = mise_environment(workdir, [ROOT])
 
@@ -85,6 +104,7 @@ def test_the_root_mise_toml_maps_the_same_names_to_the_same_pgdr_commands(workdi
     assert "./pgdr.toml" in (ROOT / "mise.toml").read_text()  # the comment saying which config it drives
 
 
+@needs_mise
 def test_mise_run_executes_pgdr_on_the_project_beside_it(project, workdir):
     shutil.copy(DEMO / "mise.toml", project.root / "mise.toml")
     environment = mise_environment(workdir, [project.root], project.environment)

@@ -5,7 +5,10 @@ line and never changes the exit code or hides the real error."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from ops_helpers import Receiver
@@ -101,9 +104,31 @@ def test_failed_check_notifies(project: Project, receiver: Receiver):
     assert event["operation"] == "check" and event["message"] == "CRITICAL: no backup in local"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("apprise") is not None, reason="apprise is installed here")
-def test_apprise_configured_but_not_installed_is_a_clear_warning(project: Project):
-    configure(project, 'apprise = ["json://127.0.0.1:9/"]\n')
+@pytest.mark.skipif(importlib.util.find_spec("apprise") is None,
+                    reason="apprise is not installed: delivery through notify.apprise is untested "
+                           "(pip install -e '.[apprise]'; .ci/run installs it)")
+def test_apprise_delivers_the_event_through_its_url(project: Project, receiver: Receiver):
+    """apprise's own json:// scheme, pointed at the local receiver: the real apprise package sends it."""
+    host = receiver.url.removeprefix("http://")
+    configure(project, f'apprise = ["json://{host}/apprise/T0KEN"]\n')
     result = project.pgdr("check")
+    assert result.returncode == 15
+    assert "notification via apprise failed" not in result.stderr, result.stderr
+    assert "T0KEN" not in result.stdout + result.stderr
+    [delivered] = [request for request in receiver.requests if request.path == "/apprise/T0KEN"]
+    assert delivered.method == "POST"
+    message = json.loads(delivered.body)
+    assert message["message"] == "CRITICAL: no backup in local"
+    assert message["title"].startswith("pgdr check failed on ")
+
+
+def test_apprise_configured_but_not_installed_is_a_clear_warning(project: Project, workdir: Path):
+    """Runs whether apprise is installed or not: a module of that name that cannot be imported hides it."""
+    hidden = workdir / "without-apprise"
+    hidden.mkdir()
+    (hidden / "apprise.py").write_text('raise ImportError("apprise is hidden by the test")\n')
+    configure(project, 'apprise = ["json://127.0.0.1:9/"]\n')
+    path = os.pathsep.join(filter(None, [str(hidden), project.environment.get("PYTHONPATH", "")]))
+    result = project.pgdr("check", env={"PYTHONPATH": path})
     assert result.returncode == 15
     assert "notify.apprise is set but apprise is not installed: pip install 'pgdr[apprise]'" in result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -13,9 +12,11 @@ from e2e_helpers import fails, keys
 from ops_helpers import fabricate, local_keys, only_backup, rekeyed_manifest, set_config
 
 from conftest import Project
+from faults.fault_helpers import held_input_bin_dir, mark_file
 from moto_fixtures import S3_PREFIX, aws_project, moto_server, object_keys, s3_bucket, ssm_path  # noqa: F401
 from pgdr.artifact import MANIFEST_SUFFIX, make_key
 from pgdr.drill_lock import marker_key
+from sync_helpers import poll_until
 
 RETENTION = """
 [retention]
@@ -111,18 +112,24 @@ def test_prune_leaves_the_backup_a_running_drill_reads(running_project: Project)
     project.ok("backup")
     newest = only_backup(project)
     old = fabricate(project, newest, at(6, 1))
+    # the drill's psql gets one byte, then nothing until the release: the drill is still reading while prune runs
+    workdir = project.root.parent
+    fed, release = mark_file(workdir, "drill-psql-fed"), mark_file(workdir, "drill-release")
+    environment = {**project.environment, "PGDR_POSTGRES__BIN_DIR": str(held_input_bin_dir(workdir, "psql")),
+                   "FAULT_MARK": str(fed), "FAULT_MARK_AFTER": "1", "FAULT_HOLD": str(release)}
     drill = subprocess.Popen([sys.executable, "-m", "pgdr", "drill", "--file", old], cwd=project.root,
-                             env=project.environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         marker = project.backups / marker_key(old)
-        deadline = time.monotonic() + 60
-        while not marker.exists() and drill.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: fed.exists() or drill.poll() is not None)
+        assert drill.poll() is None, "the drill ended before its restore was held"
         assert marker.exists(), "the drill did not mark the backup it reads"
         pruned = project.ok("prune", "--yes")
         assert "a drill is reading it" in pruned.stdout
         assert old in keys(project)
     finally:
+        release.touch()
         stdout, stderr = drill.communicate(timeout=240)
     assert drill.returncode == 0, stdout + stderr
     assert not marker.exists(), "the drill removes its marker when it ends"

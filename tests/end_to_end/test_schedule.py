@@ -65,7 +65,8 @@ def test_systemd_units_parse_and_verify(project: Project, workdir: Path):
         assert (folder / name).read_text().strip() == body.strip()
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed: unit files were parsed, not verified by systemd")
+        pytest.skip("systemd-analyze is not installed: unit files were parsed, not verified by systemd "
+                    "(apt-get install systemd)")
     for calendar in CALENDARS.values():
         subprocess.run([analyze, "calendar", calendar], check=True, capture_output=True)
     verified = subprocess.run([analyze, "verify", *sorted(str(path) for path in folder.iterdir())],
@@ -91,7 +92,8 @@ def test_crontab_lines_have_five_time_fields_and_absolute_paths(project: Project
 def test_the_console_script_names_itself(project: Project):
     script = shutil.which("pgdr")
     if script is None:
-        pytest.skip("no pgdr console script on PATH (run pip install -e .)")
+        pytest.skip("no pgdr console script on PATH: the program path written into crontab lines is untested "
+                    "(pip install -e .)")
     result = subprocess.run([script, "--config", str(project.config), "schedule", "print", "--cron"],
                             capture_output=True, text=True, env=project.environment, cwd=project.root)
     assert result.returncode == 0, result.stderr

@@ -5,6 +5,7 @@ change when init runs again), and the runbook's fix when they drift: `pgdr secre
 from __future__ import annotations
 
 import os
+import sys
 
 from dotenv import dotenv_values
 from e2e_helpers import (
@@ -27,6 +28,7 @@ from conftest import (
     load_sample_data,
     project_config,
 )
+from file_creation import creation_modes_of, traced
 
 SECRET_NAMES = ("POSTGRES_PASSWORD", "POSTGRES_DEMO_USER_PASSWORD", "POSTGRES_DEMO_READONLY_PASSWORD")
 
@@ -172,17 +174,25 @@ def test_secrets_pull_rewrites_the_dotenv_0600_keeps_other_lines_and_prints_name
     assert "stale" not in result.stdout + result.stderr
 
 
-def test_secrets_pull_creates_a_missing_dotenv_0600(project):
+def test_secrets_pull_creates_a_missing_dotenv_0600(project, workdir):
+    """0600 from creation: under a umask of 0, strace shows the mode the file (or the temporary file renamed onto
+    it) is created with, so "created 0666, then chmodded" fails here although its final mode is 0600."""
     dotenv = project.root / ".env"
     dotenv.unlink()
     environment = dict(zip(SECRET_NAMES, (SUPERUSER_PASSWORD, USER_PASSWORD, READONLY_PASSWORD), strict=True))
+    log = workdir / "secrets-pull.strace"
     previous = os.umask(0)  # even with a permissive umask the file is never readable by others
     try:
-        project.ok("secrets", "pull", env=environment)
+        result = traced([sys.executable, "-m", "pgdr", "secrets", "pull"], log, project.root,
+                        {**project.environment, **environment})
     finally:
         os.umask(previous)
+    assert result.returncode == 0, result.stdout + result.stderr
     assert dotenv_mode(dotenv) == 0o600
     assert dotenv_values(dotenv)["POSTGRES_DEMO_READONLY_PASSWORD"] == READONLY_PASSWORD
+    modes = creation_modes_of(dotenv, log, project.root)
+    assert modes, f"the trace does not show {dotenv} being written"
+    assert all(mode & 0o077 == 0 for mode in modes), f"created with {[oct(mode) for mode in modes]}"
 
 
 def test_secrets_pull_with_a_missing_secret_exits_6_naming_it_and_every_place_looked(project):

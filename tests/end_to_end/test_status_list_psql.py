@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 from e2e_helpers import fails, keys, list_json, live, tree_snapshot
 
@@ -48,9 +49,16 @@ def test_status_json_shows_the_server_its_databases_and_the_newest_backup(live):
     sizes = {database["name"]: database["size"] for database in report["databases"]}
     assert "demo" in sizes and "postgres" in sizes
     assert all(isinstance(size, int) and size > 0 for size in sizes.values())
-    assert report["newest_backup"]["key"] == key
-    assert 0 <= report["newest_backup"]["age_seconds"] < 300
-    assert report["newest_backup"]["verified"] is True
+    after_status = live.root / "after-status"
+    after_status.touch()  # its mtime: a moment after status measured the age
+    newest = report["newest_backup"]
+    assert newest["key"] == key
+    assert newest["verified"] is True
+    # status measured the age at created + age (rounded to the second): after the backup ended, before we looked
+    measured_at = datetime.fromisoformat(newest["created"]).timestamp() + newest["age_seconds"]
+    manifest = json.loads((live.backups / (key + ".manifest.json")).read_text())
+    assert datetime.fromisoformat(manifest["finished_at"]).timestamp() - 0.5 <= measured_at
+    assert measured_at <= after_status.stat().st_mtime + 1.0
 
 
 def test_status_of_a_stopped_server_exits_4_and_still_shows_the_newest_backup(live):

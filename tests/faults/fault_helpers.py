@@ -108,6 +108,18 @@ def throttled_bin_dir(parent: Path, binary: str, direction: str) -> Path:
     return fake_bin_dir(folder, binary, f'exec "{sys.executable}" "{THROTTLE}" {direction} "$REAL" "$@"\n')
 
 
+def held_input_bin_dir(parent: Path, binary: str) -> Path:
+    """A bin dir where `binary` (psql) gets the first FAULT_MARK_AFTER bytes of its input, then FAULT_MARK is
+    created and nothing more passes until the file FAULT_HOLD exists. Plain sh and dd, no Python: as root pgdr
+    runs psql as the cluster's OS user, who cannot run an interpreter installed under /root."""
+    folder = private_folder(parent, f"held-{binary}")
+    shutil.rmtree(folder / "fake-bin", ignore_errors=True)
+    return fake_bin_dir(folder, binary, '{ dd bs="$FAULT_MARK_AFTER" count=1 iflag=fullblock 2>/dev/null\n'
+                                        '  : > "$FAULT_MARK"\n'
+                                        '  until [ -e "$FAULT_HOLD" ]; do sleep 0.02; done\n'
+                                        '  exec cat; } | "$REAL" "$@"\n')
+
+
 def fake_binary(parent: Path, name: str, binary: str, script: str) -> Path:
     """fake_bin_dir in a folder of its own (several fakes per module)."""
     folder = private_folder(parent, name)
@@ -123,16 +135,16 @@ def start_pgdr(project: Project, *args: str, env: dict[str, str] | None = None) 
 
 
 def wait_for(condition: Callable[[], object], process: subprocess.Popen[str] | None = None,
-             timeout: float = 60, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
+             what: str = "the condition") -> None:
+    """Poll until condition holds; fail at once if the process ended first. No deadline: a condition that never
+    comes is a hang, which the test's timeout fails (a slow machine must not)."""
+    while not condition():
         if process is not None and process.poll() is not None:
+            if condition():  # it came just before the process ended
+                return
             stdout, stderr = process.communicate()
             raise AssertionError(f"pgdr ended (exit {process.returncode}) before {what}:\n{stdout}\n{stderr}")
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -186,8 +198,11 @@ def pgpass_files(folder: Path) -> list[str]:
 
 
 def mark_file(parent: Path, name: str) -> Path:
-    """A fresh path for throttle.py's marker (FAULT_MARK)."""
-    path = private_folder(parent, "marks") / name
+    """A fresh path for throttle.py's marker (FAULT_MARK) or release file (FAULT_HOLD). The folder is writable by
+    everyone (sticky), since as root pgdr runs some client tools as the cluster's OS user."""
+    folder = private_folder(parent, "marks")
+    folder.chmod(0o1777)
+    path = folder / name
     path.unlink(missing_ok=True)
     return path
 

@@ -4,24 +4,31 @@
 Faults (each for `times` matching requests, after letting `skip` through; times=None: for good):
 - "503":     answer `503 Service Unavailable` (S3's ServiceUnavailable error) without forwarding;
 - "reset":   reset the client's connection as soon as the request head arrived (a dropped network);
-- "cut":     forward, pass `after_bytes` of the response body, then reset (a download cut midway);
+- "cut":     forward, pass `after_bytes` of the response body, then reset (a download cut midway), once the
+             client's kernel has acknowledged those bytes: the client reads every one of them before the reset;
 - "delay":   wait `seconds` before forwarding (a slow network or server);
+- "hold":    wait until the test sets the fault's `release` event, then forward (a request stuck for as long as
+             the test needs, with no clock involved; `holding` counts the requests waiting);
+- "stall":   forward, pass `after_bytes` of the response body, then send the rest only once `release` is set
+             (a download stuck midway for as long as the test needs);
 - "trickle": forward, then send the response body in 64 KiB pieces `seconds` apart (a slow download).
 
 `Expect: 100-continue` (botocore sends it with every upload body) is answered by the proxy itself, so a "503"
 fault is answered before the body is sent, as S3 does, and the body is never sent upstream twice.
-Start with `FaultProxy(moto_port, [Fault(...)]).start()`; `log` lists (operation, action) per request.
+Start with `FaultProxy(moto_port, [Fault(...)]).start()`; `log` lists (operation, action) per request, and
+`requests` the requests themselves (method, target, headers such as Range), in the order they arrived.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
-from s3_proxy import LoopbackProxy, reset
+from s3_proxy import LoopbackProxy, delivered, reset
 
 ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnavailable</Code>'
               b"<Message>Service is unable to handle request (injected by the fault proxy).</Message></Error>")
@@ -31,12 +38,13 @@ PIECE = 64 * 1024
 @dataclass
 class Fault:
     operation: str  # S3 operation name, or "*" for every request
-    action: str  # "503" | "reset" | "cut" | "delay" | "trickle"
+    action: str  # "503" | "reset" | "cut" | "delay" | "hold" | "stall" | "trickle"
     times: int | None = 1
     path_suffix: str = ""  # only requests whose path ends so, e.g. ".sql" (the backup, not its manifest)
     skip: int = 0
     seconds: float = 0.0
     after_bytes: int = 0
+    release: threading.Event = field(default_factory=threading.Event)  # "hold": set it to let the requests go
     seen: int = 0
     applied: int = 0
 
@@ -144,6 +152,8 @@ def header_of(headers: list[tuple[str, str]], name: str) -> str:
 class FaultProxy(LoopbackProxy):
     faults: list[Fault] = field(default_factory=list)
     log: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    holding: int = 0
 
     def applied(self, action: str, operation: str = "*") -> int:
         with self._lock:
@@ -154,14 +164,37 @@ class FaultProxy(LoopbackProxy):
         """Requests of `operation` that reached moto (forwarded, delayed or trickled)."""
         with self._lock:
             return sum(1 for logged_operation, action in self.log
-                       if logged_operation == operation and action in ("forward", "delay", "trickle", "cut"))
+                       if logged_operation == operation
+                       and action in ("forward", "delay", "hold", "stall", "trickle", "cut"))
+
+    def stop(self) -> None:
+        """Held requests are let go, so no proxy thread outlives the test waiting for a release."""
+        for fault in self.faults:
+            fault.release.set()
+        super().stop()
+
+    def ranges(self, operation: str = "GetObject", path_suffix: str = "") -> list[str]:
+        """The Range header of each `operation` request on a path ending so ("" when it had none), in order."""
+        with self._lock:
+            return [request.header("range") for request in self.requests
+                    if request.operation == operation and urlsplit(request.target).path.endswith(path_suffix)]
 
     def _fault_for(self, request: Request) -> Fault | None:
         operation, path = request.operation, urlsplit(request.target).path
         with self._lock:
             fault = next((fault for fault in self.faults if fault.take(operation, path)), None)
             self.log.append((operation, fault.action if fault else "forward"))
+            self.requests.append(request)
             return fault
+
+    def _hold(self, fault: Fault) -> None:
+        with self._lock:
+            self.holding += 1
+        try:
+            fault.release.wait()
+        finally:
+            with self._lock:
+                self.holding -= 1
 
     def _serve(self, client: socket.socket) -> None:
         reader = client.makefile("rb")
@@ -189,6 +222,8 @@ class FaultProxy(LoopbackProxy):
                 self._read_body(reader, request)
                 if action == "delay":
                     time.sleep(fault.seconds)  # type: ignore[union-attr]
+                if action == "hold":
+                    self._hold(fault)  # type: ignore[arg-type]
                 if upstream is None:
                     upstream = socket.create_connection(("127.0.0.1", self.target_port))
                     upstream_reader = upstream.makefile("rb")
@@ -245,9 +280,14 @@ class FaultProxy(LoopbackProxy):
         action = fault.action if fault else "forward"
         if action == "cut":
             client.sendall(body[: fault.after_bytes])  # type: ignore[union-attr]
+            delivered(client)
             reset(client)
             raise Closed
-        if action == "trickle":
+        if action == "stall":
+            client.sendall(body[: fault.after_bytes])  # type: ignore[union-attr]
+            self._hold(fault)  # type: ignore[arg-type]
+            client.sendall(body[fault.after_bytes :])  # type: ignore[union-attr]
+        elif action == "trickle":
             for start in range(0, len(body), PIECE):
                 client.sendall(body[start:start + PIECE])
                 time.sleep(fault.seconds)  # type: ignore[union-attr]

@@ -9,7 +9,6 @@ test_backup_failures.py::test_backup_fails_when_the_disk_is_full_and_keeps_nothi
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from fault_helpers import (
 )
 
 from conftest import count_orders
+from small_filesystem import KINDS, small_filesystem
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +65,12 @@ def test_server_stopped_immediately_during_a_backup_fails_naming_pg_dumpall_and_
     assert count_orders(live) == 5000
 
 
-@pytest.fixture
-def tiny_backup_dir(live) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted over the backup dir (needs root and mount rights, else the test is skipped)."""
-    mountpoint = live.root / "tiny-backups"
-    mountpoint.mkdir(exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True, check=False) if os.geteuid() == 0 else None
-    if mounted is None or mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): "
-                    + (mounted.stderr.strip() if mounted else "not root"))
-    try:
+@pytest.fixture(params=KINDS)
+def tiny_backup_dir(live, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A 1 MiB filesystem (a tmpfs, or a loop-mounted ext4 image) for the backup dir (needs root and mount
+    rights, else the test is skipped naming what is lost)."""
+    with small_filesystem(request.param, live.root / "tiny-backups", 1024) as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False)
 
 
 def test_disk_full_on_a_real_filesystem_fails_with_exit_11_and_leaves_the_disk_empty(live, tiny_backup_dir):
@@ -86,14 +78,17 @@ def test_disk_full_on_a_real_filesystem_fails_with_exit_11_and_leaves_the_disk_e
         connection.execute("CREATE TABLE filler AS SELECT md5(random()::text) || md5(random()::text) AS t "
                            "FROM generate_series(1, 50000)")
     try:
-        state = server_state(live)
+        state, free = server_state(live), os.statvfs(tiny_backup_dir).f_bfree
         result = live.pgdr("backup", env={"PGDR_BACKUP__DIR": str(tiny_backup_dir)})
         assert_clean_failure(result, 11, "disk full while writing")
         assert f"free space in {tiny_backup_dir}" in result.stderr
         assert tree_snapshot(tiny_backup_dir) == {}, "the partial file was left on the full disk"
         assert list_json(live, env={"PGDR_BACKUP__DIR": str(tiny_backup_dir)}) == []
         assert server_state(live) == state
-        assert os.statvfs(tiny_backup_dir).f_bfree == os.statvfs(tiny_backup_dir).f_blocks, "space not given back"
+        after = os.statvfs(tiny_backup_dir)
+        folders = [path for path in tiny_backup_dir.rglob("*") if path.is_dir() and path.name != "lost+found"]
+        folder_blocks = sum(folder.stat().st_blocks * 512 // after.f_frsize for folder in folders)
+        assert after.f_bfree + folder_blocks == free, "space not given back (beyond the empty date folder)"
     finally:
         with live.connect("demo") as connection:
             connection.execute("DROP TABLE filler")

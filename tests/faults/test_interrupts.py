@@ -2,14 +2,15 @@
 of a backup and of a restore: exit 130, temporary files (partial backups, the PGPASSFILE) removed, no pending
 multipart upload, no process left behind; a restore leaves the cluster untouched (interrupted while checking) or
 marked incomplete with the next step printed, and `pgdr verify` then fails saying the last restore did not
-complete. The streams are slowed down by fake binaries (tests/faults/throttle.py) or by the HTTP fault proxy.
+complete. The streams are slowed down by fake binaries (tests/faults/throttle.py), held midway by one, or slowed
+by the HTTP fault proxy. No clock decides an outcome: a process left behind keeps the test waiting until its
+timeout fails it.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,7 @@ from fault_helpers import (
     fails,
     fake_binary,
     finish,
+    held_input_bin_dir,
     list_json,
     mark_file,
     new_bucket,
@@ -39,6 +41,7 @@ from http_fault_proxy import Fault, FaultProxy
 
 from conftest import count_orders, load_sample_data
 from moto_fixtures import moto_server
+from sync_helpers import poll_until
 
 pytestmark = pytest.mark.s3
 FIXTURES = (moto_server,)
@@ -67,15 +70,14 @@ def group_is_gone(process) -> bool:
 
 
 def interrupted(process, signal_number: int):
-    """Send the signal to the whole group, wait for pgdr; every process it started must be gone too."""
+    """Send the signal to the whole group, wait for pgdr; every process it started must be gone too (one that
+    outlives it keeps this waiting until the test's timeout fails it)."""
     signal_group(process, signal_number)
     result = finish_without_killing(process)
-    deadline = time.monotonic() + 10
-    while not group_is_gone(process) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = group_is_gone(process)
-    finish(process)  # kills stragglers, if any, so a failing test leaves nothing behind either
-    assert left, "a process pgdr started outlived it"
+    try:
+        poll_until(lambda: group_is_gone(process), interval=0.05)
+    finally:
+        finish(process)  # kills stragglers, if any, so a failing test leaves nothing behind either
     assert_clean_failure(result, 130, "interrupted")
     return result
 
@@ -94,7 +96,8 @@ def test_a_signal_during_a_local_backup_exits_130_and_leaves_no_file_anywhere(li
     mark, tmp = mark_file(workdir, "dumping"), private_tmp(workdir, "tmp-backup")
     tree, keys, state = tree_snapshot(live.backups), [str(r["key"]) for r in list_json(live)], server_state(live)
     environment = {"PGDR_POSTGRES__BIN_DIR": str(bin_dir), "FAULT_RATE": "65536", "FAULT_MARK": str(mark),
-                   "FAULT_MARK_AFTER": "32768", "TMPDIR": str(tmp), "PGDR_BACKUP__TARGETS": '["local"]'}
+                   "FAULT_MARK_AFTER": "32768", "FAULT_HOLD": str(mark_file(workdir, "never-released")),
+                   "TMPDIR": str(tmp), "PGDR_BACKUP__TARGETS": '["local"]'}  # the dump stops at the mark
     process = start_pgdr(live, "backup", env=environment)
     wait_for(mark.exists, process, what="the dump to stream")
     assert any(path.name.startswith(".") for path in live.backups.rglob("*")), "no temporary file to clean up"
@@ -112,7 +115,7 @@ def test_a_signal_during_an_s3_upload_exits_130_and_aborts_the_multipart_upload(
     prefix = f"interrupted-{signal.Signals(signal_number).name}/"
     script = ('echo "--"; echo "-- PostgreSQL database cluster dump"; echo "--"\n'
               "head -c 7000000 /dev/urandom | base64\n"  # ~9.5 MB: one 8 MiB part is sent, the rest waits
-              "sleep 60\n")
+              "sleep 3600\n")  # until the signal
     bin_dir = fake_binary(live.root.parent, "endless-dump", "pg_dumpall", script)
     process = start_pgdr(live, "backup", env={"PGDR_POSTGRES__BIN_DIR": str(bin_dir), "PGDR_S3__PREFIX": prefix,
                                               "PGDR_BACKUP__COMPRESSION": "none", "PGDR_BACKUP__TARGETS": '["s3"]'})
@@ -132,13 +135,13 @@ def test_a_signal_while_a_restore_downloads_and_checks_leaves_the_cluster_untouc
     kept = local_copy.read_bytes()
     local_copy.unlink()  # restore from S3 downloads it again
     tree, state, restore_state = tree_snapshot(live.backups), server_state(live), restore_record(live)
-    proxy = FaultProxy(moto_server.port, [Fault("GetObject", "trickle", times=None, path_suffix=".sql.gz",
-                                                seconds=0.5)]).start()
+    stall = Fault("GetObject", "stall", times=None, path_suffix=".sql.gz", after_bytes=64 * 1024)
+    proxy = FaultProxy(moto_server.port, [stall]).start()  # the download stops midway until the proxy stops
     try:
         process = start_pgdr(live, "restore", "latest", "--from", "s3", "--clean", "--yes",
                              env={"AWS_ENDPOINT_URL": proxy.url})
-        wait_for(lambda: any(".partial-" in path.name for path in live.backups.rglob("*")), process,
-                 what="the download to start")
+        wait_for(lambda: proxy.holding == 1 and any(".partial-" in path.name for path in live.backups.rglob("*")),
+                 process, what="the download to stop midway")
         result = interrupted(process, signal_number)
     finally:
         proxy.stop()
@@ -155,11 +158,12 @@ def test_a_signal_while_a_restore_downloads_and_checks_leaves_the_cluster_untouc
 def test_a_signal_while_psql_restores_marks_the_cluster_incomplete_and_says_what_to_do(live, signal_number):
     live.ok("clean", "soft", "--yes")
     workdir = live.root.parent
-    bin_dir = throttled_bin_dir(workdir, "psql", "in")
+    bin_dir = held_input_bin_dir(workdir, "psql")  # psql gets 64 kB, then nothing until the signal
     mark, tmp = mark_file(workdir, "restoring"), private_tmp(workdir, "tmp-restore")
+    never = mark_file(workdir, "never-released")
     process = start_pgdr(live, "restore", "latest", env={
-        "PGDR_POSTGRES__BIN_DIR": str(bin_dir), "FAULT_RATE": "65536", "FAULT_MARK": str(mark),
-        "FAULT_MARK_AFTER": "65536", "TMPDIR": str(tmp)})
+        "PGDR_POSTGRES__BIN_DIR": str(bin_dir), "FAULT_MARK": str(mark), "FAULT_MARK_AFTER": "65536",
+        "FAULT_HOLD": str(never), "TMPDIR": str(tmp)})
     wait_for(mark.exists, process, what="psql to be fed")
     record = restore_record(live)
     assert record is not None and record["status"] == "incomplete"

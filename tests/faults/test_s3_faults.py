@@ -95,6 +95,10 @@ def test_transient_s3_faults_mid_upload_are_retried_with_warnings_and_the_backup
     finally:
         proxy.stop()
     assert all(fault.applied == fault.times for fault in faults if fault.times), "a fault was never injected"
+    for fault in faults:
+        if fault.times is None:  # for good: every request it matches went through it
+            assert fault.applied == fault.seen == len(proxy.log), proxy.log
+            assert proxy.applied(fault.action, "UploadPart") >= 2, f"the {fault.action} never hit an upload part"
     if reported:
         assert any("retrying" in line and reported in line for line in warnings(result)), result.stderr
     else:
@@ -151,6 +155,11 @@ def test_a_download_cut_midway_then_503s_then_slow_is_resumed_and_the_restore_co
     finally:
         proxy.stop()
     assert [fault.applied for fault in faults[:2]] == [1, 2] and faults[2].applied >= 1
+    first, *resumed = proxy.ranges("GetObject", ".sql")
+    assert first == "" and len(resumed) == 1 + 2, proxy.ranges("GetObject", ".sql")  # the cut, two 503s, then ok
+    assert len(set(resumed)) == 1 and resumed[0].startswith("bytes=") and resumed[0].endswith("-"), resumed
+    offset = int(resumed[0].removeprefix("bytes=").removesuffix("-"))
+    assert 0 < offset <= 3_000_000, f"the download started again from byte {offset}, not where the cut stopped it"
     lines = warnings(result)
     assert any("interrupted at byte" in line and "resuming" in line for line in lines), result.stderr
     assert any("GetObject: retrying" in line and "HTTP 503" in line for line in lines), result.stderr

@@ -23,9 +23,7 @@ from pathlib import Path
 import pytest
 from fault_helpers import PASSWORDS, cluster_project, fake_binary
 
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, load_sample_data
-
-pyrage = pytest.importorskip("pyrage")
+from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, load_sample_data, needs_pyrage
 
 SECRET_ENVIRONMENT = {"POSTGRES_PASSWORD": SUPERUSER_PASSWORD, "POSTGRES_DEMO_USER_PASSWORD": USER_PASSWORD,
                       "POSTGRES_DEMO_READONLY_PASSWORD": READONLY_PASSWORD, "PGPASSWORD": SUPERUSER_PASSWORD}
@@ -123,7 +121,10 @@ def test_the_server_log_with_every_statement_logged_holds_no_password_and_no_ver
     assert not VERIFIER.search(log), f"a password verifier was logged: {VERIFIER.search(log)[0]}"
 
 
+@needs_pyrage
 def test_pg_dumpall_gets_a_0600_pgpassfile_that_is_removed_and_no_secret_in_its_environment(live):
+    import pyrage
+
     workdir = live.root.parent
     out = workdir / "dumpall-saw"
     out.mkdir(exist_ok=True)

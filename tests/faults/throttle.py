@@ -1,7 +1,9 @@
 """Run a real PostgreSQL client slowly, for fault injection: `throttle.py out REAL ARGS...` copies REAL's stdout
 (pg_dumpall) to ours, `throttle.py in REAL ARGS...` copies our stdin to REAL's stdin (psql), at FAULT_RATE
 bytes per second. After FAULT_MARK_AFTER bytes it creates the file FAULT_MARK, so a test knows the stream is
-under way. The exit status is REAL's (128 + N when a signal killed it), so pgdr sees the real stage's outcome.
+under way; with FAULT_HOLD it then copies nothing more until that file exists, so the stream stays under way for
+exactly as long as the test needs, however fast or slow the machine. The exit status is REAL's (128 + N when a
+signal killed it), so pgdr sees the real stage's outcome.
 
 Not a test module: the fake binaries in a fake bin dir `exec` it. Settings come from the environment, which
 pgdr passes to its children (minus secrets), so nothing is added to anybody's argv.
@@ -17,15 +19,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def settings() -> tuple[float, int, Path | None]:
+def settings() -> tuple[float, int, Path | None, Path | None]:
     rate = float(os.environ.get("FAULT_RATE", "262144"))
     mark_after = int(os.environ.get("FAULT_MARK_AFTER", "0"))
     mark = Path(os.environ["FAULT_MARK"]) if os.environ.get("FAULT_MARK") else None
-    return rate, mark_after, mark
+    hold = Path(os.environ["FAULT_HOLD"]) if os.environ.get("FAULT_HOLD") else None
+    return rate, mark_after, mark, hold
 
 
 def copy_slowly(source: BinaryIO, sink: BinaryIO) -> None:
-    rate, mark_after, mark = settings()
+    rate, mark_after, mark, hold = settings()
     chunk_size = max(1024, min(65536, int(rate / 10)))
     copied = 0
     while chunk := source.read1(chunk_size):  # type: ignore[attr-defined]
@@ -34,6 +37,8 @@ def copy_slowly(source: BinaryIO, sink: BinaryIO) -> None:
         copied += len(chunk)
         if mark is not None and copied >= mark_after and not mark.exists():
             mark.write_text(str(copied))
+            while hold is not None and not hold.exists():  # released by the test, not by a clock
+                time.sleep(0.02)
         time.sleep(len(chunk) / rate)
 
 

@@ -3,6 +3,10 @@ HTTP fault proxy (tests/faults/http_fault_proxy.py), here taught to count the Up
 once and to fail one part number for good: the bytes stored are the bytes written, parts overlap (never more
 than PARTS_IN_FLIGHT), and a failed part, an abort or a Ctrl-C with parts in flight leave no object and no
 pending multipart upload.
+
+No clock decides an outcome: parts in flight are held by the proxy until the test lets them go, and the test
+acts when the writing thread is seen parked in S3Upload's own waits (tests/sync_helpers.py). A hang is caught by
+the timeout.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -23,20 +26,10 @@ from faults.http_fault_proxy import Fault, FaultProxy, Request
 from moto_fixtures import MotoServer, aws_env, moto_server, object_keys, pending_uploads, s3_bucket
 from pgdr.config import S3Settings
 from pgdr.errors import StorageError
-from pgdr.storage import s3
-from pgdr.storage.s3 import (
-    PART_ATTEMPTS,
-    PART_SIZE,
-    PARTS_IN_FLIGHT,
-    UPLOAD_MEMORY,
-    S3Storage,
-    S3Upload,
-    make_client,
-    part_size_for,
-    parts_in_flight,
-)
+from pgdr.storage.s3 import ABORT_WAIT, PART_ATTEMPTS, PARTS_IN_FLIGHT, S3Storage, S3Upload, make_client
+from sync_helpers import main_thread_ident, parked_in, poll_until
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
 FIXTURES = (aws_env, moto_server, s3_bucket)  # pytest finds them here; named so linters see them used
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's (and moto's) smallest part but the last
@@ -83,16 +76,28 @@ def part_number(request: Request) -> int:
 
 @pytest.fixture
 def proxy(aws_env: MotoServer) -> Iterator[PartProxy]:
-    """Every UploadPart takes 0.5 s more: parts sent one after the other could not overlap by chance."""
-    proxy = PartProxy(aws_env.port, [Fault("UploadPart", "delay", times=None, seconds=0.5)]).start()
+    proxy = PartProxy(aws_env.port, []).start()
     yield proxy
     proxy.stop()
 
 
-def storage_through(proxy: FaultProxy, bucket: str, messages: list[str]) -> S3Storage:
+@pytest.fixture
+def holding_proxy(aws_env: MotoServer) -> Iterator[PartProxy]:
+    """Every UploadPart is held at the proxy until the test sets `release(holding_proxy)`."""
+    proxy = PartProxy(aws_env.port, [Fault("UploadPart", "hold", times=None)]).start()
+    yield proxy
+    proxy.stop()
+
+
+def release(proxy: FaultProxy) -> threading.Event:
+    return proxy.faults[0].release
+
+
+def storage_through(proxy: FaultProxy, bucket: str, messages: list[str], abort_wait: float = ABORT_WAIT) -> S3Storage:
     """An S3Storage with 5 MiB parts (a few parts without writing much) talking to moto through the proxy."""
     settings = S3Settings(bucket=bucket, prefix=PREFIX, endpoint_url=proxy.url)
-    return S3Storage(bucket, PREFIX, make_client(settings, messages.append), report=messages.append, part_size=PART)
+    return S3Storage(bucket, PREFIX, make_client(settings, messages.append), report=messages.append, part_size=PART,
+                     abort_wait=abort_wait)
 
 
 def write_all(upload: S3Upload, data: bytes, chunk: int = MIB) -> int:
@@ -105,11 +110,19 @@ def write_all(upload: S3Upload, data: bytes, chunk: int = MIB) -> int:
     return most
 
 
-def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+def on_helper_thread(steps: Callable[[], None]) -> threading.Thread:
+    helper = threading.Thread(target=steps, daemon=True)
+    helper.start()
+    return helper
+
+
+def waits_for_room(thread_ident: int) -> bool:
+    """The writer waits for a part in flight to end before it sends the next one."""
+    return parked_in(thread_ident, "s3.py", "_wait_for_parts")
+
+
+def waits_in_abort(thread_ident: int) -> bool:
+    return parked_in(thread_ident, "s3.py", "_let_parts_end")
 
 
 def assert_nothing_left(moto: MotoServer, bucket: str) -> None:
@@ -117,14 +130,27 @@ def assert_nothing_left(moto: MotoServer, bucket: str) -> None:
     assert object_keys(moto, bucket) == [], "an object was stored"
 
 
-def test_parts_upload_side_by_side_and_the_object_is_exactly_the_bytes_written(aws_env, s3_bucket, proxy):
+def test_parts_upload_side_by_side_and_the_object_is_exactly_the_bytes_written(aws_env, s3_bucket, holding_proxy):
+    proxy = holding_proxy
     messages: list[str] = []
     storage = storage_through(proxy, s3_bucket, messages)
     data = os.urandom(6 * PART + 12345)
+    writer = main_thread_ident()
+    held_while_the_writer_waited: list[int] = []
+
+    def let_go_once_full() -> None:
+        """Parts stay in flight until PARTS_IN_FLIGHT of them are, and the writer waits for room for the next."""
+        poll_until(lambda: proxy.holding >= PARTS_IN_FLIGHT and waits_for_room(writer))
+        held_while_the_writer_waited.append(proxy.holding)
+        release(proxy).set()
+
+    helper = on_helper_thread(let_go_once_full)
     upload = storage.open_upload(KEY)
     most_seen_by_the_upload = write_all(upload, data)
     upload.commit()
-    assert 2 <= proxy.most_uploading <= PARTS_IN_FLIGHT, "parts did not overlap, or too many were in flight"
+    helper.join()
+    assert held_while_the_writer_waited == [PARTS_IN_FLIGHT], "parts did not overlap"
+    assert proxy.most_uploading == PARTS_IN_FLIGHT, "more parts were in flight than PARTS_IN_FLIGHT"
     assert most_seen_by_the_upload <= PARTS_IN_FLIGHT
     assert proxy.passed("UploadPart") == 7
     head = aws_env.client("s3").head_object(Bucket=s3_bucket, Key=PREFIX + KEY)
@@ -155,66 +181,58 @@ def test_a_part_failing_for_good_fails_the_upload_with_its_error_and_leaves_noth
         upload.write(b"more")  # the upload is over
 
 
-def test_abort_with_parts_in_flight_lets_them_end_then_leaves_nothing(aws_env, s3_bucket, proxy):
+def test_abort_with_parts_in_flight_lets_them_end_then_leaves_nothing(aws_env, s3_bucket, holding_proxy):
+    proxy = holding_proxy
     storage = storage_through(proxy, s3_bucket, [])
     upload = storage.open_upload(KEY)
     write_all(upload, os.urandom(PARTS_IN_FLIGHT * PART), chunk=PART)
-    assert upload.uploading >= 1, "no part was in flight"
-    upload.abort()
-    assert upload.uploading == 0, "abort did not wait for the parts in flight"
+    poll_until(lambda: proxy.holding == PARTS_IN_FLIGHT)
+    assert upload.uploading == PARTS_IN_FLIGHT
+    writer, let_go = main_thread_ident(), release(proxy)
+    on_helper_thread(lambda: (poll_until(lambda: waits_in_abort(writer) or let_go.is_set()), let_go.set()))
+    upload.abort()  # the parts are let go only once abort waits for them
+    in_flight_after_abort = upload.uploading
+    let_go.set()
+    assert in_flight_after_abort == 0, "abort did not wait for the parts in flight"
     assert proxy.passed("AbortMultipartUpload") == 1
     assert_nothing_left(aws_env, s3_bucket)
 
 
-def test_abort_does_not_wait_for_a_stuck_part_longer_than_abort_wait(aws_env, s3_bucket, monkeypatch):
-    monkeypatch.setattr(s3, "ABORT_WAIT", 0.5)
-    proxy = PartProxy(aws_env.port, [Fault("UploadPart", "delay", times=None, seconds=4.0)]).start()
-    try:
-        upload = storage_through(proxy, s3_bucket, []).open_upload(KEY)
-        write_all(upload, os.urandom(2 * PART), chunk=PART)
-        started = time.monotonic()
-        upload.abort()
-        assert time.monotonic() - started < 3.0, "abort waited for the stuck parts"
-        assert_nothing_left(aws_env, s3_bucket)
-        wait_until(lambda: proxy.passed("UploadPart") == 2 and proxy.uploading == 0)  # they reach moto late
-    finally:
-        proxy.stop()
+def test_abort_does_not_wait_for_a_stuck_part_longer_than_abort_wait(aws_env, s3_bucket, holding_proxy):
+    proxy = holding_proxy
+    upload = storage_through(proxy, s3_bucket, [], abort_wait=0.01).open_upload(KEY)
+    write_all(upload, os.urandom(2 * PART), chunk=PART)
+    poll_until(lambda: proxy.holding == 2)
+    upload.abort()  # an abort that waited for the parts would hang here: they are held until after it
+    assert proxy.holding == 2, "abort returned only after the stuck parts ended"
+    assert proxy.passed("AbortMultipartUpload") == 1
+    assert_nothing_left(aws_env, s3_bucket)
+    release(proxy).set()
+    poll_until(lambda: proxy.holding == 0 and proxy.uploading == 0)  # they reach moto late
+    assert proxy.passed("UploadPart") == 2
     assert_nothing_left(aws_env, s3_bucket)
 
 
-def test_ctrl_c_while_write_waits_for_a_part_aborts_the_upload(aws_env, s3_bucket):
+def test_ctrl_c_while_write_waits_for_a_part_aborts_the_upload(aws_env, s3_bucket, holding_proxy):
     """SIGINT to this (the main) thread while write() waits for room for one more part, as in a backup."""
-    proxy = PartProxy(aws_env.port, [Fault("UploadPart", "delay", times=None, seconds=2.0)]).start()
-    try:
-        upload = storage_through(proxy, s3_bucket, []).open_upload(KEY)
-        write_all(upload, os.urandom(PARTS_IN_FLIGHT * PART), chunk=PART)
-        interrupt = threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
-        interrupt.start()
-        with pytest.raises(KeyboardInterrupt):
-            upload.write(os.urandom(PART))  # one part more than may be in flight: waits for one to end
-        interrupt.join()
-    finally:
-        proxy.stop()
+    proxy = holding_proxy
+    upload = storage_through(proxy, s3_bucket, []).open_upload(KEY)
+    write_all(upload, os.urandom(PARTS_IN_FLIGHT * PART), chunk=PART)
+    writer = main_thread_ident()
+    interrupted_while_waiting: list[bool] = []
+
+    def interrupt_then_let_go() -> None:
+        poll_until(lambda: proxy.holding == PARTS_IN_FLIGHT and waits_for_room(writer))
+        interrupted_while_waiting.append(True)
+        signal.pthread_kill(writer, signal.SIGINT)
+        poll_until(lambda: waits_in_abort(writer))  # the interrupt aborts: the parts in flight may end now
+        release(proxy).set()
+
+    helper = on_helper_thread(interrupt_then_let_go)
+    with pytest.raises(KeyboardInterrupt):
+        upload.write(os.urandom(PART))  # one part more than may be in flight: waits for one to end
+    helper.join()
+    assert interrupted_while_waiting == [True]
     assert proxy.passed("AbortMultipartUpload") == 1
     assert proxy.passed("UploadPart") == PARTS_IN_FLIGHT, "the part that waited for room was sent anyway"
     assert_nothing_left(aws_env, s3_bucket)
-
-
-def test_warnings_from_upload_threads_come_out_one_whole_line_each(capsys):
-    threads = [threading.Thread(target=s3.warn, args=(f"S3: upload part {number} failed; trying again",))
-               for number in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    lines = capsys.readouterr().err.splitlines()
-    assert sorted(lines) == sorted(f"⚠️  S3: upload part {number} failed; trying again" for number in range(8))
-
-
-def test_memory_held_stays_within_upload_memory_however_large_parts_grow():
-    assert parts_in_flight(PART_SIZE) == PARTS_IN_FLIGHT
-    assert UPLOAD_MEMORY < 100 * MIB
-    for number in range(1, 10001, 1000):
-        size = part_size_for(number)
-        held = (parts_in_flight(size) + 1) * size  # parts in flight, and the one filling
-        assert held <= max(UPLOAD_MEMORY, size), f"part {number}: {held} bytes held"

@@ -270,3 +270,29 @@ def test_arbitrary_bytes_as_manifest_raise_integrity_error_only(data: bytes) -> 
         Manifest.from_json(data, "k")
     except IntegrityError:
         pass
+
+
+# --- found by the mutation pass (tests/mutants/mutation_pass.py) --------------------------------------------------
+
+def test_split_and_encrypted_keys_say_what_they_are() -> None:
+    split = make_key(WHEN, "gzip", split=True)
+    assert split.key == "20251116/postgres-all-20251116-095831.split"
+    assert (split.compression, split.format, split.encrypted) == ("custom", "split", False)
+    assert parse_key(split.key) == split
+    assert split.object_key("globals.sql.gz") == "20251116/postgres-all-20251116-095831.split/globals.sql.gz"
+    encrypted = make_key(WHEN, "zstd", encrypted=True)
+    assert encrypted.key == "20251116/postgres-all-20251116-095831.sql.zst.age"
+    assert (encrypted.compression, encrypted.format, encrypted.encrypted) == ("zstd", "plain", True)
+    assert parse_key(encrypted.key) == encrypted
+    assert parse_key("20251116/postgres-all-20251116-095831.sql").format == "plain"
+
+
+def test_a_manifest_written_before_the_newer_fields_reads_with_their_defaults() -> None:
+    document = json.loads(sample_manifest().to_json())
+    for name in ("format", "encryption", "parts", "sections", "sections_proof", "embedded_secrets",
+                 "contains_passwords"):
+        del document[name]
+    loaded = Manifest.from_json(json.dumps(document).encode(), "k")
+    assert (loaded.format, loaded.encryption, loaded.sections_proof, loaded.contains_passwords) == (
+        "plain", "none", "", False)
+    assert loaded.parts == [] and loaded.sections == [] and loaded.embedded_secrets == []

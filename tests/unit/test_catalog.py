@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pgdr.artifact import BackupKey, Manifest, make_key, parse_key
+from pgdr.artifact import BackupKey, Manifest, StoredPart, make_key, parse_key
 from pgdr.catalog import BackupRecord, find, latest, list_backups, suspicious_flags
 from pgdr.errors import StorageError, UsageError
 from pgdr.storage.local import LocalStorage
@@ -207,3 +207,36 @@ def test_as_json(storage: LocalStorage) -> None:
     assert document["size"] == 2000
     assert document["flags"] == ["smaller than min_size (2000 < 5000 bytes)"]
     assert parse_key(document["key"]) == key
+
+
+# --- found by the mutation pass (tests/mutants/mutation_pass.py) --------------------------------------------------
+
+def test_exactly_half_the_previous_is_not_flagged() -> None:
+    records = [record(5000, 0), record(2500, 1), record(1249, 2)]
+    suspicious_flags(records, min_size=0)
+    assert [r.flags for r in records] == [[], [], ["under half the previous backup (1249 vs 2500 bytes)"]]
+
+
+def test_as_json_of_a_backup_without_manifest(storage: LocalStorage) -> None:
+    key = make_key(T0, "zstd")
+    store(storage, key, 2000, with_manifest=False)
+    [found] = list_backups(storage, min_size=0)
+    assert found.as_json() == {
+        "key": key.key, "target": "local", "size": 2000, "created": "2025-11-16T09:00:00+00:00",
+        "modified": found.modified.isoformat(), "verified": False, "format": "plain", "compression": "zstd",
+        "sha256": None, "flags": [],
+    }
+
+
+def test_a_split_backup_is_listed_through_its_manifest_with_the_size_of_its_parts(storage: LocalStorage) -> None:
+    key = make_key(T0, "gzip", split=True)
+    parts = [StoredPart(name="globals.sql.gz", size=100, sha256="a" * 64),
+             StoredPart(name="demo.dump", database="demo", size=2000, sha256="b" * 64)]
+    for part in parts:
+        storage.put_bytes(key.object_key(part.name), b"x" * part.size)
+    manifest = manifest_for(key, b"").model_copy(update={"format": "split", "parts": parts})
+    storage.put_bytes(key.manifest_key, manifest.to_json())
+    [found] = list_backups(storage, min_size=0)
+    assert found.key == key and found.verified
+    assert found.size == 2100
+    assert found.as_json()["format"] == "split"

@@ -101,7 +101,8 @@ def test_concatenated_gzip_members_are_one_stream(chunk_size: int) -> None:
     assert decompress("gzip", blob, chunk_size) == first + second + b"third member\n"
 
 
-@pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd CLI not installed")
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd CLI is not installed: that the zstd tool "
+                    "reads pgdr's .zst backups is untested (apt-get install zstd)")
 def test_zstd_output_is_read_by_the_zstd_cli_and_carries_a_checksum() -> None:
     blob = compress("zstd", DATA, 999)
     assert zstandard.get_frame_parameters(blob).has_checksum

@@ -3,6 +3,7 @@ disk-full and file-size-limit errors that name the fix."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -11,6 +12,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from pgdr.errors import ExitCode, StorageError, UsageError
 from pgdr.storage.local import LocalStorage
+from small_filesystem import KINDS, small_filesystem
 
 KEY = "20251116/postgres-all-20251116-095831.sql.gz"
 
@@ -212,19 +215,40 @@ def test_file_size_limit_is_a_storage_error_naming_the_fix(tmp_path: Path) -> No
     assert files_under(root) == []
 
 
-@pytest.fixture
-def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 512 KiB tmpfs: a real ENOSPC (needs root and mount rights, else skipped)."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
-                             capture_output=True, check=False) if os.geteuid() == 0 else None
-    if mounted is None or mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+def test_disk_full_is_named_even_where_no_filesystem_can_be_mounted(storage: LocalStorage,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC injected at the write of the partial file (the real filesystems below need root and mount rights)."""
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, handle: Any) -> None:
+            self.handle, self.written = handle, 0
+
+        def write(self, data: bytes) -> int:
+            if self.written + len(data) > 256 * 1024:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.written += len(data)
+            return int(self.handle.write(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.handle, name)
+
+    monkeypatch.setattr(os, "fdopen", lambda *args, **kwargs: FullDisk(real_fdopen(*args, **kwargs)))
+    with pytest.raises(StorageError) as raised:
+        storage.put_bytes(KEY, b"x" * (1024 * 1024))
+    monkeypatch.undo()
+    assert raised.value.message == f"disk full while writing {storage.root.resolve() / KEY}"
+    assert "free space in" in raised.value.hint and "backup.dir" in raised.value.hint
+    assert raised.value.exit_code == ExitCode.STORAGE
+    assert files_under(storage.root) == []
+
+
+@pytest.fixture(params=KINDS)
+def tiny_filesystem(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A 512 KiB filesystem, a tmpfs or a loop-mounted ext4 image: a real ENOSPC (needs root and mount rights,
+    else skipped naming what is lost)."""
+    with small_filesystem(request.param, tmp_path / "tiny", 512) as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False)
 
 
 def test_disk_full_is_a_storage_error_naming_the_fix(tiny_filesystem: Path) -> None:
@@ -244,3 +268,27 @@ def test_disk_full_through_put_bytes_leaves_nothing(tiny_filesystem: Path) -> No
     assert files_under(storage.root) == []
     storage.put_bytes(KEY, b"small")  # space is back once the partial file is gone
     assert storage.get_bytes(KEY) == b"small"
+
+
+# --- found by the mutation pass (tests/mutants/mutation_pass.py) --------------------------------------------------
+
+def test_a_backup_dir_that_cannot_be_created_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "backups").write_bytes(b"a file where the folder should be")
+    with pytest.raises(StorageError, match="cannot write"):
+        LocalStorage(tmp_path / "backups").open_upload(KEY)
+
+
+def test_a_commit_that_cannot_rename_is_a_storage_error_and_leaves_nothing(storage: LocalStorage,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    upload = storage.open_upload(KEY)
+    upload.write(b"data")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(StorageError, match="disk full"):
+        upload.commit()
+    monkeypatch.undo()
+    assert files_under(storage.root) == []
+    assert storage.get_bytes(KEY) is None

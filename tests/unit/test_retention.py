@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from pgdr.artifact import make_key
 from pgdr.drill_lock import marker_key, read_by_drills
+from pgdr.ops_config import RetentionSettings
 from pgdr.retention import Candidate, Policy, day_of, month_of, newest_first, select, week_of
 from pgdr.storage import StoredObject
 
@@ -166,3 +167,33 @@ def test_drill_markers_protect_until_they_are_stale():
     objects = [StoredObject(key, 10, now), StoredObject(marker_key(key), 10, now - timedelta(hours=1)),
                StoredObject(marker_key(other), 10, now - timedelta(days=2))]
     assert read_by_drills(objects, now, 86400) == {key}
+
+
+def test_policy_defaults_are_the_config_defaults():
+    """A Policy built without counts keeps what an empty [retention] section keeps."""
+    assert Policy() == Policy(**RetentionSettings().rules_for("local"))
+
+
+def test_a_candidate_is_a_regular_backup_unless_said_otherwise():
+    created = datetime(2025, 5, 1, tzinfo=UTC)
+    plain = Candidate(make_key(created, "gzip").key, created, True)
+    assert plain.safety is False
+    assert select([plain], Policy(keep_safety=0)).keep[0].reasons[:1] == ["newest backup"]
+
+
+def test_each_decision_says_keep_or_delete_numbers_its_safety_slot_and_shows_as_json():
+    safety = [candidate(datetime(2025, 5, day, tzinfo=UTC), safety=True) for day in (1, 2, 3)]
+    unverified = candidate(datetime(2025, 5, 4, tzinfo=UTC), verified=False)
+    selection = select([*safety, unverified], Policy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0,
+                                                     keep_safety=2))
+    assert [(d.key, d.keep) for d in selection.keep] == [(unverified.key, True), (safety[2].key, True),
+                                                         (safety[1].key, True)]
+    assert [(d.key, d.keep) for d in selection.delete] == [(safety[0].key, False)]
+    assert selection.keep[1].reasons == ["last 2 safety backups (#1)"]
+    assert selection.keep[2].reasons == ["last 2 safety backups (#2)"]
+    assert selection.keep[0].as_json() == {
+        "key": unverified.key, "keep": True, "reasons": ["newest backup", "last 1 (#1)"], "verified": False,
+        "safety": False, "created": "2025-05-04T00:00:00+00:00"}
+    assert selection.delete[0].as_json() == {
+        "key": safety[0].key, "keep": False, "reasons": ["safety backup older than the newest 2"], "verified": True,
+        "safety": True, "created": "2025-05-01T00:00:00+00:00"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from dotenv import dotenv_values
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from file_creation import creation_modes_of, traced
 from pgdr.config import parse_settings
 from pgdr.errors import ConfigError, ExitCode, SecretMissing
 from pgdr.redact import MASK, forget_secrets, redact
@@ -51,13 +53,29 @@ def mode_of(path: Path) -> int:
 
 # --- write_dotenv ---------------------------------------------------------------------------------------------
 
+WRITE_UNDER_UMASK = """
+import os, sys
+from pathlib import Path
+os.umask(int(sys.argv[2], 8))
+from pgdr.secrets import write_dotenv
+write_dotenv(Path(sys.argv[1]), {"POSTGRES_PASSWORD": "s3cret-value"})
+"""
+
+
 @pytest.mark.parametrize("mask", [0o000, 0o022, 0o077, 0o002])
-def test_new_dotenv_file_is_0600_whatever_the_umask(tmp_path: Path, umask, mask: int) -> None:
-    umask(mask)
+def test_new_dotenv_file_is_0600_whatever_the_umask(tmp_path: Path, mask: int) -> None:
+    """0600 from creation, not chmodded afterwards: with a umask of 0 a file created 0666 would be readable by
+    everyone until the chmod. strace shows the mode each file is created with (the file, or the temporary file
+    renamed onto it)."""
     path = tmp_path / ".env"
-    write_dotenv(path, {"POSTGRES_PASSWORD": "s3cret-value"})
+    log = tmp_path / "strace.log"
+    result = traced([sys.executable, "-c", WRITE_UNDER_UMASK, str(path), f"{mask:o}"], log, tmp_path, os.environ)
+    assert result.returncode == 0, result.stderr
     assert mode_of(path) == 0o600
     assert dotenv_values(path) == {"POSTGRES_PASSWORD": "s3cret-value"}
+    modes = creation_modes_of(path, log, tmp_path)
+    assert modes, f"the trace does not show {path} being created:\n{log.read_text()}"
+    assert all(mode & ~mask & 0o077 == 0 for mode in modes), [oct(mode) for mode in modes]
 
 
 def test_existing_world_readable_file_becomes_0600(tmp_path: Path, umask) -> None:

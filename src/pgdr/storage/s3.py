@@ -344,7 +344,8 @@ class S3Upload:
 
     def abort(self) -> None:
         """Never raises: it runs while another error is on its way to the user. The parts in flight stop retrying
-        and get ABORT_WAIT seconds to end first, so that none is stored after the upload was aborted."""
+        and get storage.abort_wait (ABORT_WAIT) seconds to end first, so that none is stored after the upload was
+        aborted."""
         self._buffer = bytearray()
         if self._finished:
             return
@@ -367,7 +368,7 @@ class S3Upload:
 
     def _let_parts_end(self) -> None:
         try:
-            wait(self._in_flight, timeout=ABORT_WAIT)
+            wait(self._in_flight, timeout=self.storage.abort_wait)
         except KeyboardInterrupt:
             pass  # a second Ctrl-C only cuts the wait short: the upload must still be aborted
 
@@ -427,7 +428,8 @@ class S3Storage:
     name = "s3"
 
     def __init__(self, bucket: str, prefix: str, client: Any, storage_class: str = "", sse: str = "",
-                 kms_key_id: str = "", report: Reporter = warn, part_size: int = PART_SIZE) -> None:
+                 kms_key_id: str = "", report: Reporter = warn, part_size: int = PART_SIZE,
+                 abort_wait: float = ABORT_WAIT) -> None:
         self.bucket = bucket
         self.prefix = normalize_prefix(prefix)
         self.client = client
@@ -436,6 +438,7 @@ class S3Storage:
         self.kms_key_id = kms_key_id
         self.report = report
         self.part_size = part_size
+        self.abort_wait = abort_wait
         self._bucket_checked = False
 
     @classmethod

@@ -129,6 +129,55 @@ class EmbeddedSecret(BaseModel):
     name: str
 
 
+class ExtensionNeed(BaseModel):
+    """An extension one database of the backup has installed: the target must offer it (version for the record;
+    pg_dump's CREATE EXTENSION installs the target's default version)."""
+
+    database: str
+    name: str
+    version: str = ""
+
+
+class TablespaceNeed(BaseModel):
+    """A tablespace the globals create: its directory must exist on the target's server."""
+
+    name: str
+    location: str
+
+
+class Requirements(BaseModel):
+    """What the target server must offer for the backup to restore, checked before anything is touched."""
+
+    extensions: list[ExtensionNeed] = Field(default_factory=list)
+    icu: list[str] = Field(default_factory=list)  # what uses ICU: "database app", "collation app.public.german"
+    tablespaces: list[TablespaceNeed] = Field(default_factory=list)
+
+
+class RoleSetting(BaseModel):
+    """`ALTER ROLE role IN DATABASE ... SET setting`: setting as pg_db_role_setting holds it (name=value)."""
+
+    role: str
+    setting: str
+
+
+class DatabaseProperties(BaseModel):
+    """What pg_dumpall never writes for `postgres` and `template1` (it connects to them instead of creating them):
+    their comment, their settings and the role settings inside them. pgdr reads them and restores them after."""
+
+    name: str
+    comment: str | None = None
+    settings: list[str] = Field(default_factory=list)  # name=value, as pg_db_role_setting holds them
+    role_settings: list[RoleSetting] = Field(default_factory=list)
+
+
+class LeftOut(BaseModel):
+    """Something of the cluster the backup does not hold, and why (e.g. a database with datallowconn = false,
+    which pg_dumpall skips)."""
+
+    name: str
+    reason: str
+
+
 class StoredPart(BaseModel):
     """One object of a split backup: the globals script or one database's pg_dump -Fc archive."""
 
@@ -163,6 +212,9 @@ class Manifest(BaseModel):
     # manifests were found by a line scanner that hostile names could fool: they are never used.
     sections_proof: str = ""
     embedded_secrets: list[EmbeddedSecret] = Field(default_factory=list)
+    requirements: Requirements | None = None  # None: an older manifest (the lexer reads them from the script)
+    database_properties: list[DatabaseProperties] = Field(default_factory=list)
+    left_out: list[LeftOut] = Field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2).encode() + b"\n"

@@ -46,6 +46,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 DatabaseOption = Annotated[str | None, typer.Option(
     "--database", help="Restore only this database (split backups); other databases are left alone.")]
 SourceOption = Annotated[str, typer.Option("--from", help="Where the backups are: local or s3.")]
+SuspiciousOption = Annotated[bool, typer.Option(
+    "--allow-suspicious", help="Restore the newest backup even when `pgdr list` flags it (too small, or under half "
+    "the one before); refused by default.")]
 
 
 @dataclass
@@ -189,14 +192,15 @@ def list_command(ctx: typer.Context, source: SourceOption = "local", as_json: Js
 @restore_app.command("latest")
 def restore_latest(ctx: typer.Context, source: SourceOption = "local", clean: Annotated[bool, typer.Option(
         "--clean", help="Take a safety backup, drop current databases and roles, then restore.")] = False,
-        yes: YesOption = False, production: ProductionOption = False, database: DatabaseOption = None) -> None:
-    """Restore the newest backup."""
+        yes: YesOption = False, production: ProductionOption = False, database: DatabaseOption = None,
+        allow_suspicious: SuspiciousOption = False) -> None:
+    """Restore the newest backup (refused when flagged suspicious, unless --allow-suspicious)."""
     from pgdr.actions.restore import restore
     from pgdr.observe import observed
 
     context = make_context(ctx, yes, production=production)
     with observed(context, "restore"):
-        restore(context, source=source, clean=clean, database=database)
+        restore(context, source=source, clean=clean, database=database, allow_suspicious=allow_suspicious)
 
 
 @restore_app.command("file")
@@ -266,11 +270,14 @@ def init(ctx: typer.Context, dry_run: Annotated[bool, typer.Option("--dry-run", 
 
 @app.command()
 def verify(ctx: typer.Context, skip_row_counts: Annotated[bool, typer.Option(
-        "--skip-row-counts", help="Do not compare row counts with the last restored backup.")] = False) -> None:
+        "--skip-row-counts", help="Do not compare row counts with the last restored backup.")] = False,
+        allow_empty: Annotated[bool, typer.Option(
+            "--allow-empty", help="Succeed when there is nothing to check (no databases configured, no restore "
+            "recorded, no verify.command); by default that fails.")] = False) -> None:
     """Prove recovery: logins over TCP, privileges, databases, row counts, then verify.command."""
     from pgdr.actions.verify import verify as check
 
-    check(make_context(ctx), row_counts=not skip_row_counts)
+    check(make_context(ctx), row_counts=not skip_row_counts, allow_empty=allow_empty)
 
 
 @clean_app.command("soft")
@@ -306,15 +313,15 @@ def psql(ctx: typer.Context) -> None:
 def recover(ctx: typer.Context, source: SourceOption = "local",
             key: Annotated[str | None, typer.Option("--file", help="Backup key; default: the newest.")] = None,
             clean: Annotated[bool, typer.Option("--clean", help="Restore over existing data (safety backup first).")]
-            = False, yes: YesOption = False, production: ProductionOption = False, as_json: JsonOption = False
-            ) -> None:
+            = False, yes: YesOption = False, production: ProductionOption = False, as_json: JsonOption = False,
+            allow_suspicious: SuspiciousOption = False) -> None:
     """One-command recovery: up -> restore -> secrets -> init -> verify, timed (RTO). Safe to re-run."""
     from pgdr.actions.recover import recover as run_recover
     from pgdr.observe import observed
 
     context = make_context(ctx, yes, json_mode=as_json, production=production)
     with _json_report_on_failure(as_json), observed(context, "recover") as run:
-        report = run_recover(context, source=source, key=key, clean=clean)
+        report = run_recover(context, source=source, key=key, clean=clean, allow_suspicious=allow_suspicious)
         run.recovery_done(report)
     if as_json:
         print_json(report.as_json())

@@ -1,8 +1,10 @@
 """Run restore sessions (psql, pg_restore) side by side, and stop them all when one fails or on Ctrl-C.
 
-Each task runs on a worker thread and starts its process through `pgdr.run.stream`, registering it here; the first
-failure (or a KeyboardInterrupt in the main thread) kills every registered process, cancels the tasks not yet
-started and is raised in the caller's thread once the workers have ended, so no child outlives the command.
+Each task runs on a worker thread and starts its process through `pgdr.run.stream`, registering it here. With
+`run_all` the first failure (or a KeyboardInterrupt in the main thread) kills every registered process, cancels the
+tasks not yet started and is raised in the caller's thread once the workers have ended, so no child outlives the
+command. With `run_each` a failure stops only its own task: the others run to their end (one database's failed
+restore must not leave another half-restored), and only Ctrl-C stops them all.
 """
 
 from __future__ import annotations
@@ -81,3 +83,29 @@ def _guarded(task: Task, sessions: Sessions) -> None:
     except BaseException as error:
         sessions.fail(error)  # at once, from this thread: the next queued task must not start
         raise
+
+
+def run_each(tasks: Sequence[Task], jobs: int) -> list[Exception | None]:
+    """Run every task, at most `jobs` at a time, in the order given; a task's failure stops no other. Returns each
+    task's exception (None: it succeeded), in the tasks' order. A KeyboardInterrupt stops them all and is raised."""
+    sessions = Sessions()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tasks))), thread_name_prefix="pgdr-session")
+    try:
+        futures = [pool.submit(_collected, task, sessions) for task in tasks]
+        wait(futures)
+        outcomes = [future.result() for future in futures]
+    except BaseException:
+        sessions.stop_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return outcomes
+
+
+def _collected(task: Task, sessions: Sessions) -> Exception | None:
+    sessions.check()
+    try:
+        task(sessions)
+    except Exception as error:  # the task's own failure: its result, not the group's
+        return error
+    return None

@@ -9,7 +9,7 @@ from pgdr.config import Settings
 from pgdr.errors import Refused
 from pgdr.postgres.binaries import Toolset, find_toolset, server_major
 from pgdr.postgres.cluster import ExternalServer, LocalCluster
-from pgdr.postgres.connect import Endpoint, session
+from pgdr.postgres.connect import ADMIN_SESSION_OPTIONS, Endpoint, session
 from pgdr.secrets import SecretResolver, make_resolver
 from pgdr.ui import Output
 
@@ -47,7 +47,7 @@ class Context:
     def superuser_endpoint(self, database: str = "postgres") -> Endpoint:
         postgres = self.settings.postgres
         return Endpoint(postgres.host, postgres.port, postgres.superuser, self.secrets.get(postgres.password),
-                        database, postgres.connect_timeout)
+                        database, postgres.connect_timeout, ADMIN_SESSION_OPTIONS)
 
     def server_version(self) -> tuple[int, str]:
         with session(self.superuser_endpoint()) as connection:

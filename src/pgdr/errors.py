@@ -78,6 +78,10 @@ class RestoreFailed(PgdrError):
     exit_code = ExitCode.RESTORE_FAILED
 
 
+class CleanFailed(RestoreFailed):
+    """A clean (clean soft, restore --clean) that stopped midway: the message says what was already dropped."""
+
+
 class IntegrityError(PgdrError):
     """A backup is corrupt, truncated, or does not match its manifest."""
 

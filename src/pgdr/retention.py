@@ -9,7 +9,8 @@ Regular backups are kept when they are
   - the newest backup at all (it may be one whose manifest is being written right now) and the newest
     verified backup: never deleted, whatever the counts say;
   - protected: a drill is reading it.
-Safety backups (taken by `restore --clean`) are kept when among the newest `keep_safety`, or protected.
+Safety backups (taken by `restore --clean`) are kept when among the newest `keep_safety`, or protected, or pinned:
+the safety backup of a restore that has not completed holds the only copy of the state from before it.
 Every backup not kept is deleted; every decision carries its reasons. Periods are in UTC, like the keys.
 
 Pruning the kept set again deletes nothing: each rule picks the same backups from the kept set as it did from
@@ -18,7 +19,7 @@ the full set, because every backup it picked there is still in it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -130,14 +131,20 @@ def delete_reason(candidate: Candidate, policy: Policy) -> str:
             f"{policy.keep_weekly} weeks or {policy.keep_monthly} months with backups")
 
 
-def select(candidates: Iterable[Candidate], policy: Policy, protected: Collection[str] = ()) -> Selection:
-    """Split backups into keep and delete (both newest first), each decision with its reasons."""
+def select(candidates: Iterable[Candidate], policy: Policy, protected: Collection[str] = (),
+           pinned: Mapping[str, str] | None = None) -> Selection:
+    """Split backups into keep and delete (both newest first), each decision with its reasons. protected: keys a
+    drill is reading; pinned: other keys kept whatever the counts say, with the reason (the safety backup of a
+    restore that has not completed)."""
     ordered = newest_first(candidates)
     reasons = regular_reasons([backup for backup in ordered if not backup.safety], policy)
     reasons |= safety_reasons([backup for backup in ordered if backup.safety], policy)
     for key in protected:
         if key in reasons:
             reasons[key].append("a drill is reading it")
+    for key, reason in (pinned or {}).items():
+        if key in reasons:
+            reasons[key].append(reason)
     selection = Selection([], [])
     for candidate in ordered:
         if reasons[candidate.key]:

@@ -14,7 +14,7 @@ from functools import partial
 
 from pgdr import __version__
 from pgdr.actions.split import backup_split, manifest_for_split
-from pgdr.artifact import BackupKey, Manifest, make_key
+from pgdr.artifact import BackupKey, DatabaseProperties, LeftOut, Manifest, make_key
 from pgdr.compression import Compressor, make_compressor
 from pgdr.context import Context
 from pgdr.dumpscan import DumpScanner
@@ -23,6 +23,8 @@ from pgdr.handoff import Handoff
 from pgdr.locking import locked
 from pgdr.postgres.binaries import version_of
 from pgdr.postgres.connect import client_environment
+from pgdr.postgres.properties import read_properties
+from pgdr.postgres.requirements import requirements_of_cluster
 from pgdr.run import CHUNK_SIZE, Stream, stream
 from pgdr.storage import Storage, open_storage
 from pgdr.storage.fanout import FanoutWriter
@@ -59,9 +61,11 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
     where = ", ".join(storage.describe() for storage in storages)
     context.output.step(f"Backing up to {key.key} ({where})")
     clock = time.monotonic()
+    properties, left_out = _left_out_of_the_dump(context)
     common = {"key": key.key, "compression": key.compression, "server_version": server_version,
               "pg_dumpall_version": version_of(pg_dumpall)[1], "pgdr_version": __version__, "started_at": started,
-              "encryption": "age" if key.encrypted else "none"}
+              "encryption": "age" if key.encrypted else "none", "database_properties": properties,
+              "left_out": left_out, "requirements": requirements_of_cluster(context.superuser_endpoint())}
     if split:
         parts, databases = backup_split(context, toolset, storages, key)
         manifest = manifest_for_split({**common, "uncompressed_size": 0, "databases": databases,
@@ -86,6 +90,16 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
 
         prune(context, [storage.name for storage in storages], confirmed=True)
     return BackupResult(key, manifest, [storage.name for storage in storages])
+
+
+def _left_out_of_the_dump(context: Context) -> tuple[list[DatabaseProperties], list[LeftOut]]:
+    """What pg_dumpall does not write (postgres's and template1's comments and settings; databases refusing
+    connections): the first is recorded to be put back, the second named now and in the manifest."""
+    properties, left_out = read_properties(context.superuser_endpoint())
+    for item in left_out:
+        context.output.warn(f"database {item.name} is left out of the backup ({item.reason}); to back it up, "
+                            f"`ALTER DATABASE {item.name} WITH ALLOW_CONNECTIONS true` before the backup")
+    return properties, left_out
 
 
 def _fresh_key(context: Context, storages: list[Storage], safety: bool, split: bool) -> tuple[datetime, BackupKey]:

@@ -22,6 +22,7 @@ from pgdr.drill_lock import read_by_drills
 from pgdr.errors import ConfigError, Refused
 from pgdr.locking import locked
 from pgdr.retention import Candidate, Decision, Policy, select
+from pgdr.state import pending_safety_backup
 from pgdr.storage import Storage, open_storage
 from pgdr.ui import human_size
 
@@ -65,7 +66,9 @@ def plan(context: Context, target: str, now: datetime | None = None) -> PrunePla
     candidates = [Candidate(record.key.key, record.key.created, record.verified, record.key.safety)
                   for record in records]
     protected = read_by_drills(objects, now or datetime.now(UTC), retention.drill_lock_max_age)
-    selection = select(candidates, Policy(**retention.rules_for(target)), protected)
+    pending = pending_safety_backup(context.settings.state_dir)
+    pinned = {pending: "the state from before the incomplete restore"} if pending else {}
+    selection = select(candidates, Policy(**retention.rules_for(target)), protected, pinned)
     return PrunePlan(storage, selection.keep, selection.delete, {record.key.key: record.size for record in records},
                      orphan_manifests({item.key for item in objects}))
 

@@ -65,8 +65,8 @@ def timed(report: RecoveryReport, step: str, context: Context) -> Iterator[None]
     context.output.info(f"   {step} done in {report.steps[step]:.1f}s")
 
 
-def chosen_key(context: Context, source: str, key: str | None) -> str:
-    return key or restore.select_backup(context, source, None)[1].key.key
+def chosen_key(context: Context, source: str, key: str | None, allow_suspicious: bool = False) -> str:
+    return key or restore.select_backup(context, source, None, allow_suspicious)[1].key.key
 
 
 def already_restored(context: Context, key: str) -> bool:
@@ -78,11 +78,12 @@ def already_restored(context: Context, key: str) -> bool:
     return bool(databases or roles)
 
 
-def run_recovery(context: Context, report: RecoveryReport, key: str | None, clean: bool) -> None:
+def run_recovery(context: Context, report: RecoveryReport, key: str | None, clean: bool,
+                 allow_suspicious: bool = False) -> None:
     """The runbook in order; each step is timed into report.steps."""
     with timed(report, "up", context):
         server.up(context)
-    report.key = chosen_key(context, report.source, key)
+    report.key = chosen_key(context, report.source, key, allow_suspicious)
     if already_restored(context, report.key) and not clean:
         context.output.success(f"{report.key} was already restored here: not restoring it twice")
         report.skipped.append("restore")
@@ -100,10 +101,11 @@ def run_recovery(context: Context, report: RecoveryReport, key: str | None, clea
 
 
 @locked("recover")
-def recover(context: Context, source: str = "local", key: str | None = None, clean: bool = False) -> RecoveryReport:
+def recover(context: Context, source: str = "local", key: str | None = None, clean: bool = False,
+            allow_suspicious: bool = False) -> RecoveryReport:
     report = RecoveryReport("recover", source)
     try:
-        run_recovery(context, report, key, clean)
+        run_recovery(context, report, key, clean, allow_suspicious)
     except PgdrError as error:
         report.error = error.message
         summarize(context, report)
@@ -154,7 +156,9 @@ def drill(context: Context, source: str = "local", key: str | None = None) -> Re
     scratch = scratch_context(context, folder)
     context.output.step(f"Drill: recovering into a scratch cluster on port {scratch.settings.postgres.port} ({folder})")
     try:
-        key = chosen_key(context, source, key)  # marked as read, so that prune keeps it (see drill_lock.py)
+        # A drill of a suspicious newest backup goes ahead (it touches no live data, and is how to find out), and
+        # says so; marked as read, so that prune keeps it (see drill_lock.py).
+        key = chosen_key(context, source, key, allow_suspicious=True)
         with drill_lock.reading(open_storage(context.settings, source), key, context.output.warn):
             run_recovery(scratch, report, key, clean=False)
         report.outcome = "ok"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pgdr.actions.preflight import preflight
 from pgdr.catalog import BackupRecord, find, latest, list_backups
 from pgdr.compression import DECOMPRESSION_ERRORS, make_decompressor
 from pgdr.context import Context
@@ -22,16 +23,20 @@ from pgdr.errors import IntegrityError, Interrupted, Refused, RestoreFailed, Sec
 from pgdr.locking import locked
 from pgdr.postgres import inventory
 from pgdr.postgres.binaries import Toolset
-from pgdr.postgres.connect import client_environment
+from pgdr.postgres.connect import client_environment, session
 from pgdr.run import CHUNK_SIZE, RunAs, stream
 from pgdr.sqllexer import PsqlLexer, Statement
-from pgdr.state import write_restore_record
+from pgdr.state import pending_safety_backup, read_restore_record, write_restore_record
 from pgdr.storage import Storage, Upload, open_storage
 from pgdr.storage.local import LocalStorage
 
 # Session settings for the restore's connections (psql passes PGOPTIONS to every \connect): a commit need not
 # wait for the WAL flush (a crash mid-restore means restoring again anyway), and index builds get more memory.
-LOAD_SESSION_OPTIONS = "-c synchronous_commit=off -c maintenance_work_mem=256MB"
+# A database's or role's own settings must not stop its restore: a read-only default, or timeouts, restored with
+# it (ALTER DATABASE ... SET default_transaction_read_only = on) apply to every later session; these override
+# them for the restore's sessions only, and the settings themselves come back as they were.
+LOAD_SESSION_OPTIONS = ("-c synchronous_commit=off -c maintenance_work_mem=256MB -c default_transaction_read_only=off "
+                        "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0")
 HINT_RETRY = "fix the cause above, then `pgdr restore latest --clean` (or `pgdr clean soft --yes` and restore again)"
 
 
@@ -41,12 +46,24 @@ class RestoreResult:
     safety_backup: str | None
 
 
-def select_backup(context: Context, source: str, key: str | None) -> tuple[Storage, BackupRecord]:
+def select_backup(context: Context, source: str, key: str | None, allow_suspicious: bool = False
+                  ) -> tuple[Storage, BackupRecord]:
+    """The named backup, or the newest one; a newest backup flagged suspicious (smaller than backup.min_size,
+    under half the one before) is refused unless allow_suspicious: `latest` must not quietly mean "the empty dump
+    of a broken night". A backup named by key is the user's explicit choice."""
     storage = open_storage(context.settings, source)
     records = list_backups(storage, context.settings.backup.min_size, include_safety=key is not None)
-    if key is None:
-        return storage, latest(records, storage.describe())
-    return storage, find(records, key, storage.describe())
+    if key is not None:
+        return storage, find(records, key, storage.describe())
+    record = latest(records, storage.describe())
+    if record.flags and not allow_suspicious:
+        raise Refused(f"the newest backup {record.key} is flagged suspicious: {'; '.join(record.flags)}",
+                      "look at it with `pgdr list`; restore it anyway with --allow-suspicious, or an older one "
+                      "with `pgdr restore file KEY`")
+    if record.flags:
+        context.output.warn(f"the newest backup {record.key} is flagged suspicious: {'; '.join(record.flags)} "
+                            "(--allow-suspicious)")
+    return storage, record
 
 
 def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_to: Upload | None = None) -> None:
@@ -325,10 +342,10 @@ def refuse_existing(databases: list[str], roles: list[str], command: str) -> Non
 
 @locked("restore")
 def restore(context: Context, source: str = "local", key: str | None = None, clean: bool = False,
-            command: str = "", database: str | None = None) -> RestoreResult:
+            command: str = "", database: str | None = None, allow_suspicious: bool = False) -> RestoreResult:
     """command: how the user would re-run this with --clean (named in the refusal).
     database: restore only this database (split backups)."""
-    storage, record = select_backup(context, source, key)
+    storage, record = select_backup(context, source, key, allow_suspicious)
     split = record.key.format == "split"
     if database is not None and not split:
         raise UsageError(f"--database needs a split backup; {record.key} is one pg_dumpall script",
@@ -336,9 +353,10 @@ def restore(context: Context, source: str = "local", key: str | None = None, cle
     toolset, server_major = context.client_tools(("psql", "pg_dumpall", "pg_restore") if split else ("psql",))
     check_versions(record, server_major)
     storage = _checked_local_copy(context, storage, record, toolset)
+    preflight(context, storage, record, server_major, database)  # the target offers what the backup needs
     databases, roles = existing_data(context)
     conflicts = [name for name in databases if database is None or name == database]
-    safety_key = None
+    safety_key = pending_safety_backup(context.settings.state_dir)
     if conflicts or (roles and database is None):
         command = command or f"pgdr restore {'file ' + record.key.key if key else 'latest'}"
         command += f" --database {database}" if database else ""
@@ -346,9 +364,9 @@ def restore(context: Context, source: str = "local", key: str | None = None, cle
             refuse_existing(conflicts, roles if database is None else [], command)
         context.confirm_destructive(f"Replace databases {', '.join(conflicts) or '(none)'} with {record.key}")
         safety_key = _safety_backup(context)
-        _clean_target(context, database)
+        _clean_target(context, database, safety_key)
         databases, roles = existing_data(context)
-    _apply(context, toolset, storage, record, database, set(roles))
+    _apply(context, toolset, storage, record, database, set(roles), safety_key)
     return RestoreResult(record, safety_key)
 
 
@@ -369,25 +387,34 @@ def _checked_local_copy(context: Context, storage: Storage, record: BackupRecord
     return storage
 
 
-def _clean_target(context: Context, database: str | None) -> None:
+def _clean_target(context: Context, database: str | None, safety_key: str | None) -> None:
     from pgdr.actions.clean import clean_soft, drop_database
 
     if database is None:
-        clean_soft(context, confirmed=True)
+        clean_soft(context, confirmed=True, safety_backup=safety_key)
     else:
         drop_database(context, database)
 
 
-def _safety_backup(context: Context) -> str:
+def _safety_backup(context: Context) -> str | None:
+    """A backup of what the clean is about to drop, unless the cluster holds only the remains of a restore that
+    did not complete: backing those up again would rotate the real old state out of retention (keep_safety), so
+    the first attempt's safety backup stays the one named."""
     from pgdr.actions.backup import backup
 
+    record = read_restore_record(context.settings.state_dir)
+    if record is not None and record.get("status") != "complete":
+        earlier = record.get("safety_backup")
+        context.output.info(f"   no safety backup: the cluster holds an incomplete restore of {record.get('key')}"
+                            + (f"; the state from before it is in safety backup {earlier}" if earlier else ""))
+        return str(earlier) if earlier else None
     context.output.step("Taking a safety backup of the current state first")
     result = backup(context, targets=["local"], safety=True)
     return result.key.key
 
 
 def _apply(context: Context, toolset: Toolset, storage: Storage, record: BackupRecord, database: str | None,
-           existing_roles: set[str]) -> None:
+           existing_roles: set[str], safety_key: str | None) -> None:
     state_dir = context.settings.state_dir
     context.output.step(f"Restoring {record.key}{f' (database {database})' if database else ''} from "
                         f"{storage.describe()}")
@@ -395,7 +422,9 @@ def _apply(context: Context, toolset: Toolset, storage: Storage, record: BackupR
     if manifest is not None and database is not None:
         manifest = manifest.model_copy(update={"databases": [item for item in manifest.databases
                                                              if item.name == database]})
-    write_restore_record(state_dir, record.key.key, storage.name, "incomplete", manifest)
+    _say_left_out(context, record)
+    write_restore_record(state_dir, record.key.key, storage.name, "incomplete", manifest, safety_key)
+    hint = HINT_RETRY + (f"; the state from before is in safety backup {safety_key}" if safety_key else "")
     try:
         if record.key.format == "split":
             from pgdr.actions.split import restore_parts
@@ -403,20 +432,44 @@ def _apply(context: Context, toolset: Toolset, storage: Storage, record: BackupR
             restore_parts(context, toolset, storage, record, database, existing_roles)  # type: ignore[arg-type]
         else:
             _restore_plain(context, toolset, storage, record)
+        _finish(context, record, database)
     except StageFailed as failure:
         where = f" in {failure.stage}" if failure.stage != "psql" else ""
         raise RestoreFailed(
             f"restore of {record.key} stopped{where}: {describe_psql_error(failure)}; the cluster holds a partial "
             "restore",
-            HINT_RETRY,
+            hint,
         ) from None
+    except RestoreFailed as failure:
+        if safety_key and safety_key not in failure.hint:
+            failure.hint += f"; the state from before is in safety backup {safety_key}"
+        raise
     except KeyboardInterrupt:
         raise Interrupted(f"restore of {record.key} interrupted: the cluster holds a partial restore",
                           "restore again over it: `pgdr restore latest --clean` (or `pgdr clean soft --yes` and "
-                          "restore again)") from None
-    write_restore_record(state_dir, record.key.key, storage.name, "complete", manifest)
+                          "restore again)" + (f"; the state from before is in safety backup {safety_key}"
+                                              if safety_key else "")) from None
+    write_restore_record(state_dir, record.key.key, storage.name, "complete", manifest, safety_key)
     context.output.success("Database restored successfully")
     context.output.info("Passwords are not in backups: run `pgdr init` to set every user's password.")
+
+
+def _say_left_out(context: Context, record: BackupRecord) -> None:
+    for item in record.manifest.left_out if record.manifest is not None else []:
+        context.output.warn(f"backup {record.key} does not hold database {item.name} ({item.reason})")
+
+
+def _finish(context: Context, record: BackupRecord, database: str | None) -> None:
+    """Put back what pg_dumpall leaves out (postgres's and template1's comments and settings), then make the
+    restore durable: its sessions commit without waiting for the WAL flush (LOAD_SESSION_OPTIONS), so a
+    checkpoint comes before the restore is recorded complete."""
+    from pgdr.postgres.properties import apply_properties
+
+    endpoint = context.superuser_endpoint()
+    for warning in apply_properties(endpoint, record.manifest, only=database):
+        context.output.warn(warning)
+    with session(endpoint) as connection:
+        connection.execute("CHECKPOINT")
 
 
 def _restore_plain(context: Context, toolset: Toolset, storage: Storage, record: BackupRecord) -> None:
@@ -436,10 +489,19 @@ def _restore_plain(context: Context, toolset: Toolset, storage: Storage, record:
 
 
 def describe_psql_error(failure: StageFailed) -> str:
-    """The ERROR line and the failing statement psql echoed (--echo-errors), else the exit status."""
+    """The first ERROR line and the failing statement, else the exit status. psql (--echo-errors) echoes the
+    statement on the line after the error; pg_restore writes `Command was: ...` below the error's DETAIL and HINT
+    lines, before its next message (`pg_restore: ...`, e.g. "a worker process died unexpectedly")."""
     lines = [line.strip() for line in failure.stderr_tail.splitlines() if line.strip()]
     for index, line in enumerate(lines):
         if "ERROR:" in line:
-            statement = lines[index + 1] if index + 1 < len(lines) else ""
+            following = lines[index + 1:]
+            block = following[:next((at for at, text in enumerate(following) if text.startswith("pg_restore:")),
+                                    len(following))]
+            command = next((text[len("Command was:"):].strip() for text in block if text.startswith("Command was:")),
+                           None)
+            if command is None and not line.startswith("pg_restore:"):
+                command = following[0] if following else ""
+            statement = command or ""
             return line.split("ERROR:", 1)[1].strip() + (f" (statement: {statement[:200]})" if statement else "")
     return failure.detail

@@ -1,8 +1,9 @@
 """pgdr verify: prove the recovery worked, the way the application will use it.
 
 Every configured user logs in over TCP with its password; the readwrite user can create and write a table, the
-readonly user can read it but not write; every configured database exists; row counts match the manifest of the
-backup restored last; then verify.command runs with DATABASE_URL of the readwrite user.
+readonly user can read it but not write; every configured database exists; every database of the backup restored
+last is back, with its manifest's row counts; then verify.command runs with DATABASE_URL of the readwrite user.
+Nothing to check at all is a failure (`--allow-empty` accepts it): an empty report is not a proof.
 """
 
 from __future__ import annotations
@@ -91,18 +92,30 @@ def check_logins(context: Context, database: DatabaseSettings, report: VerifyRep
             report.add(f"{database.name}: {endpoint.user} logs in over TCP", False, f"{error.message} ({error.hint})")
 
 
-def check_row_counts(context: Context, manifest: Manifest, report: VerifyReport) -> None:
-    present = set(inventory.user_databases(context.superuser_endpoint())) | {"postgres"}
+def check_backup_contents(context: Context, manifest: Manifest, report: VerifyReport, row_counts: bool) -> None:
+    """Every database of the manifest is back, with the rows the backup holds. An extension's configuration
+    tables (PostGIS's spatial_ref_sys) are left out and said so: CREATE EXTENSION fills them and the dump holds
+    only the rows users added, so their counts cannot match."""
+    present = set(inventory.user_databases(context.superuser_endpoint())) | {"postgres", "template1"}
     for contents in manifest.databases:
-        if contents.name not in present or not contents.tables:
+        if contents.name not in present:
+            report.add(f"database {contents.name} of backup {manifest.key} is restored", False,
+                       "it is missing: restore again (`pgdr restore latest --clean`)")
             continue
-        actual = inventory.row_counts(context.superuser_endpoint(contents.name))
+        if not contents.tables or not row_counts:
+            continue
+        endpoint = context.superuser_endpoint(contents.name)
+        actual, configuration = inventory.row_counts(endpoint), set(inventory.extension_configuration_tables(endpoint))
         wrong = [
             f"{schema}.{table}: {actual.get((schema, table), 'missing')} (backup: {rows})"
             for (schema, table), rows in contents.counts().items()
-            if actual.get((schema, table)) != rows
+            if actual.get((schema, table)) != rows and (schema, table) not in configuration
         ]
-        report.add(f"{contents.name}: row counts match backup {manifest.key}", not wrong, "; ".join(wrong[:5]))
+        skipped = sorted(f"{schema}.{table}" for schema, table in configuration if (schema, table) in contents.counts())
+        name = f"{contents.name}: row counts match backup {manifest.key}"
+        if skipped:
+            name += f" (not compared, extension configuration tables: {', '.join(skipped)})"
+        report.add(name, not wrong, "; ".join(wrong[:5]))
 
 
 def database_url(endpoint: Endpoint) -> str:
@@ -124,7 +137,8 @@ def run_app_check(context: Context, report: VerifyReport) -> None:
         report.add(f"verify.command ({command})", False, failure.detail)
 
 
-def verify(context: Context, row_counts: bool = True) -> VerifyReport:
+def verify(context: Context, row_counts: bool = True, allow_empty: bool = False) -> VerifyReport:
+    """allow_empty: with no database configured, no restore recorded and no verify.command, succeed anyway."""
     report = VerifyReport()
     record = read_restore_record(context.settings.state_dir)
     if record and record.get("status") != "complete":  # first: it is the cause of whatever fails below
@@ -140,14 +154,22 @@ def verify(context: Context, row_counts: bool = True) -> VerifyReport:
         check_logins(context, database, report)
         if not any(name.endswith("logs in over TCP") and not ok for name, ok, _ in report.checks):
             check_privileges(context, database, report)
-    if row_counts and context.settings.verify.row_counts and record and record.get("manifest"):
-        check_row_counts(context, Manifest.model_validate(record["manifest"]), report)
+    if record and record.get("manifest"):
+        check_backup_contents(context, Manifest.model_validate(record["manifest"]), report,
+                              row_counts and context.settings.verify.row_counts)
     run_app_check(context, report)
-    _report(context, report)
+    _report(context, report, allow_empty)
     return report
 
 
-def _report(context: Context, report: VerifyReport) -> None:
+def _report(context: Context, report: VerifyReport, allow_empty: bool = False) -> None:
+    if not report.checks:
+        if allow_empty:
+            context.output.warn("Nothing verified: no databases configured, no restore recorded, no verify.command")
+            return
+        raise VerifyFailed("nothing verified: no databases in pgdr.toml, no restore recorded with a manifest, and no "
+                           "verify.command",
+                           "add [[databases]] (and verify.command) to pgdr.toml, or pass --allow-empty")
     for name, passed, detail in report.checks:
         if passed:
             context.output.info(f"  ok   {name}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgdr.config import PostgresSettings
-from pgdr.errors import ClusterError, ServerUnreachable, StageFailed
+from pgdr.errors import BinariesError, ClusterError, Refused, ServerUnreachable, StageFailed
 from pgdr.postgres.binaries import Toolset, find_toolset, relocated_embedded
 from pgdr.postgres.connect import Endpoint, is_reachable
 from pgdr.run import RunAs, child_environment, run
@@ -88,6 +88,13 @@ def current_run_as(os_user: str, log: Callable[[str], None] = print) -> RunAs | 
     return RunAs.lookup(os_user)
 
 
+def upgrade_hint(old: int, new: int) -> str:
+    """A data directory of an older major and only newer binaries: keep it, or move it by restoring a backup."""
+    return (f"to keep running it, point postgres.bin_dir at PostgreSQL {old} binaries; to move to PostgreSQL {new}, "
+            f"upgrade by restore (docs/UPGRADE.md): back up with the {old} binaries, then with bin_dir on {new}: "
+            "`pgdr clean hard --yes`, `pgdr up`, `pgdr restore latest`, `pgdr init`, `pgdr verify`")
+
+
 @dataclass
 class LocalCluster:
     """A cluster in data_dir that pgdr creates, starts, stops and removes itself."""
@@ -145,6 +152,7 @@ class LocalCluster:
                 raise ClusterError(
                     f"{self.data_dir} is a PostgreSQL {major} cluster but only version {toolset.major} binaries "
                     "were found",
+                    upgrade_hint(major, toolset.major) if toolset.major > major else
                     f"install PostgreSQL {major} or set postgres.bin_dir",
                 )
             self.toolset = toolset
@@ -252,10 +260,55 @@ class LocalCluster:
             stage="pg_ctl stop", run_as=self.run_as, environment=self._environment(), timeout=180)
 
     def remove(self) -> None:
-        self.stop()
+        """Stop the cluster if it runs, then delete its data directory. Deleting needs no binaries: a stopped cluster
+        of another major version (the upgrade by restore, docs/UPGRADE.md) is removed whatever bin_dir points at. A
+        running one is stopped by pg_ctl of its own version; without those binaries it is refused, untouched."""
+        pid = self.postmaster_pid()
+        if pid is not None:
+            self._stop_before_removal(pid)
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def postmaster_pid(self) -> int | None:
+        """The pid of the server running on data_dir, read from postmaster.pid as pg_ctl reads it, without binaries;
+        None when no live postgres process has it (a pid file left by a crash, its pid reused or gone)."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip())
+        except (OSError, ValueError):
+            return None
+        if pid <= 0:
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by another user
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return pid  # no /proc: believe the pid file, as pg_ctl does
+        if name not in ("postgres", "postmaster"):
+            return None
+        try:  # the postmaster works in its data directory: another cluster's server that got the pid is not ours
+            working = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            return pid
+        return pid if working == self.data_dir.resolve() else None
+
+    def _stop_before_removal(self, pid: int) -> None:
+        major = self.major_version()
+        try:
+            self._server_toolset()
+        except (ClusterError, BinariesError):
+            raise Refused(
+                f"the PostgreSQL {major} cluster in {self.data_dir} is running (pid {pid}) and no PostgreSQL {major} "
+                "binaries were found to stop it; nothing was deleted",
+                f"stop it first: point postgres.bin_dir at PostgreSQL {major} binaries and run `pgdr down`, or "
+                f"`kill -INT {pid}` (a fast shutdown, as pg_ctl stop -m fast); then `pgdr clean hard --yes` again",
+            ) from None
+        self.stop()
 
     def log_tail(self, lines: int = 3) -> str:
         if not self.log_file.exists():

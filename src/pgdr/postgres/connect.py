@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 HINT_PASSWORD = "run `pgdr secrets pull && pgdr init` to reset passwords from the secret store"
 HINT_MISSING = "the restore did not complete: run `pgdr list` and restore again"
 HINT_UNREACHABLE = "start the server with `pgdr up`, then check `pgdr status`"
+# pgdr's superuser sessions (clean, init, verify's checks) must work in a database or as a role whose own settings
+# make sessions read-only or time them out: those settings are the data pgdr restores, not rules for pgdr.
+ADMIN_SESSION_OPTIONS = ("-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 "
+                         "-c idle_in_transaction_session_timeout=0")
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,14 @@ class Endpoint:
     password: str = ""
     database: str = "postgres"
     connect_timeout: int = 10
+    options: str = ""  # libpq options (-c name=value) for pgdr's own sessions, e.g. ADMIN_SESSION_OPTIONS
 
     def __repr__(self) -> str:
         return f"Endpoint({self.user}@{self.host}:{self.port}/{self.database})"
 
     def as_user(self, user: str, password: str, database: str | None = None) -> Endpoint:
-        return replace(self, user=user, password=password, database=database or self.database)
+        """The application's view: its sessions get the database's and role's own settings, none of ours."""
+        return replace(self, user=user, password=password, database=database or self.database, options="")
 
     def on(self, database: str) -> Endpoint:
         return replace(self, database=database)
@@ -120,6 +126,7 @@ def connect(endpoint: Endpoint, autocommit: bool = True) -> psycopg.Connection:
             connect_timeout=endpoint.connect_timeout,
             application_name="pgdr",
             autocommit=autocommit,
+            options=endpoint.options or None,
         )
     except psycopg.OperationalError as error:
         raise translate_error(error, endpoint) from None

@@ -46,3 +46,10 @@ def counts_in(connection: psycopg.Connection) -> dict[tuple[str, str], int]:
         row = connection.execute(sql.count_rows(schema, table)).fetchone()  # type: ignore[call-overload]
         counts[(schema, table)] = int(row[0]) if row else 0
     return counts
+
+
+def extension_configuration_tables(endpoint: Endpoint) -> list[tuple[str, str]]:
+    """Tables an extension marked with pg_extension_config_dump: the dump holds only rows users added."""
+    with session(endpoint) as connection:
+        return [(row[0], row[1]) for row in connection.execute(  # type: ignore[call-overload]
+            sql.extension_configuration_tables_query())]

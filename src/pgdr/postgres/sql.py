@@ -223,3 +223,162 @@ def drop_database(name: str) -> str:
 def drop_role_statements(role: str, superuser: str) -> list[str]:
     """Statements to run in each remaining database before DROP ROLE (ownership and grants go away)."""
     return [f"REASSIGN OWNED BY {identifier(role)} TO {identifier(superuser)}", f"DROP OWNED BY {identifier(role)}"]
+
+
+# What blocks DROP DATABASE even WITH (FORCE): a subscription in it, a logical replication slot on it, a prepared
+# transaction in it. Each is named and removed before anything is dropped.
+def blockers_query(databases: list[str]) -> str:
+    """One row per blocker of dropping `databases`: kind, database, name, and whether a process holds it."""
+    names = ", ".join(literal(name) for name in databases) or "NULL"
+    return (
+        "SELECT 'subscription', d.datname, s.subname, s.subenabled FROM pg_catalog.pg_subscription s "
+        "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid "
+        f"WHERE d.datname IN ({names}) "
+        "UNION ALL SELECT 'replication slot', r.database, r.slot_name, r.active FROM pg_catalog.pg_replication_slots r "
+        f"WHERE r.database IN ({names}) "
+        "UNION ALL SELECT 'prepared transaction', p.database, p.gid, false FROM pg_catalog.pg_prepared_xacts p "
+        f"WHERE p.database IN ({names}) ORDER BY 1, 2, 3"
+    )
+
+
+def remove_subscription(name: str) -> list[str]:
+    """Run in the subscription's database: detached from its slot first, so the drop never calls the publisher
+    (which may be gone), and the publisher's slot is left to its owner."""
+    subscription = identifier(name)
+    return [f"ALTER SUBSCRIPTION {subscription} DISABLE",
+            f"ALTER SUBSCRIPTION {subscription} SET (slot_name = NONE)",
+            f"DROP SUBSCRIPTION {subscription}"]
+
+
+def remove_replication_slot(name: str) -> list[str]:
+    """The walsender that holds an active slot is stopped first (it would hold the slot again at once otherwise
+    only if its client reconnects, which the dropped database then refuses)."""
+    return [
+        "SELECT pg_catalog.pg_terminate_backend(active_pid, 10000) FROM pg_catalog.pg_replication_slots "
+        f"WHERE slot_name = {literal(name)} AND active_pid IS NOT NULL",
+        f"SELECT pg_catalog.pg_drop_replication_slot({literal(name)})",
+    ]
+
+
+def rollback_prepared(gid: str) -> str:
+    """Run in the prepared transaction's database."""
+    return f"ROLLBACK PREPARED {literal(gid)}"
+
+
+def allow_connections(database: str) -> str:
+    return f"ALTER DATABASE {identifier(database)} WITH ALLOW_CONNECTIONS true"
+
+
+# initdb's comments on the databases it creates; a recreated template1 or postgres gets them back.
+SYSTEM_DATABASE_COMMENTS = {
+    "template1": "default template for new databases",
+    "postgres": "default administrative connection database",
+}
+
+
+def recreate_from_template0(database: str) -> list[str]:
+    """Drop `database` (template1 or postgres) and create it again, empty, from template0, with initdb's flags
+    and comment. Run connected to another database."""
+    name = identifier(database)
+    template = database == "template1"
+    return [
+        *([f"ALTER DATABASE {name} IS_TEMPLATE false"] if template else []),
+        f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+        f"CREATE DATABASE {name} TEMPLATE template0" + (" IS_TEMPLATE true" if template else ""),
+        f"COMMENT ON DATABASE {name} IS {literal(SYSTEM_DATABASE_COMMENTS[database])}",
+    ]
+
+
+def user_tablespaces_query() -> str:
+    return ("SELECT spcname FROM pg_catalog.pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') "
+            "ORDER BY spcname")
+
+
+def drop_tablespace(name: str) -> str:
+    return f"DROP TABLESPACE IF EXISTS {identifier(name)}"
+
+
+# pg_dump's list of settings whose value is a list of names, each quoted on its own (variable_is_guc_list_quote):
+# `search_path = a, "b c"` is stored as one string and must be set back as 'a', 'b c', not as one name.
+GUC_LIST_QUOTE = frozenset({"local_preload_libraries", "search_path", "session_preload_libraries",
+                            "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"})
+
+
+def split_guc_list(value: str) -> list[str]:
+    """The elements of a list setting as PostgreSQL's SplitGUCList reads them: separated by commas, spaces
+    trimmed, a double-quoted element kept whole with "" meaning one quote."""
+    elements: list[str] = []
+    position = 0
+    while True:
+        while position < len(value) and value[position].isspace():
+            position += 1
+        if position >= len(value):
+            return elements
+        if value[position] == '"':
+            element, position = [], position + 1
+            while position < len(value):
+                if value[position] == '"':
+                    if value[position + 1 : position + 2] == '"':
+                        element.append('"')
+                        position += 2
+                        continue
+                    position += 1
+                    break
+                element.append(value[position])
+                position += 1
+            text = "".join(element)
+        else:
+            end = value.find(",", position)
+            end = len(value) if end < 0 else end
+            text, position = value[position:end].rstrip(), end
+        elements.append(text)
+        while position < len(value) and value[position].isspace():
+            position += 1
+        if position < len(value) and value[position] == ",":
+            position += 1
+
+
+def set_clause(setting: str) -> str:
+    """`SET name TO value` from a pg_db_role_setting entry `name=value`, quoted the way pg_dump quotes it."""
+    name, _, value = setting.partition("=")
+    if name.lower() in GUC_LIST_QUOTE:
+        values = ", ".join(literal(element) for element in split_guc_list(value)) or "''"
+    else:
+        values = literal(value)
+    return f"SET {identifier(name)} TO {values}"
+
+
+def database_settings_query(database: str) -> str:
+    """Comment, settings, and the role settings inside `database`; one row per role setting (role NULL: the
+    database's own)."""
+    return (
+        "SELECT pg_catalog.shobj_description(d.oid, 'pg_database'), r.rolname, s.setconfig "
+        "FROM pg_catalog.pg_database d "
+        "LEFT JOIN pg_catalog.pg_db_role_setting s ON s.setdatabase = d.oid "
+        "LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole "
+        f"WHERE d.datname = {literal(database)} ORDER BY r.rolname NULLS FIRST"
+    )
+
+
+def closed_databases_query() -> str:
+    return ("SELECT datname FROM pg_catalog.pg_database WHERE NOT datallowconn AND datname <> 'template0' "
+            "ORDER BY datname")
+
+
+def database_property_statements(database: str, comment: str | None, settings: list[str],
+                                 role_settings: list[tuple[str, str]]) -> list[str]:
+    """What pg_dump --create would write for a database pg_dumpall only connects to (postgres, template1)."""
+    name = identifier(database)
+    statements = [f"COMMENT ON DATABASE {name} IS {literal(comment) if comment is not None else 'NULL'}",
+                  f"ALTER DATABASE {name} RESET ALL"]
+    statements += [f"ALTER DATABASE {name} {set_clause(setting)}" for setting in settings]
+    statements += [f"ALTER ROLE {identifier(role)} IN DATABASE {name} {set_clause(setting)}"
+                   for role, setting in role_settings]
+    return statements
+
+
+def extension_configuration_tables_query() -> str:
+    return ("SELECT n.nspname, c.relname FROM pg_catalog.pg_extension e "
+            "CROSS JOIN LATERAL unnest(e.extconfig) AS config(oid) "
+            "JOIN pg_catalog.pg_class c ON c.oid = config.oid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 1, 2")

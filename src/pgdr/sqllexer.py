@@ -113,6 +113,25 @@ class Listener(Protocol):
     def copy_end(self) -> None: ...
 
 
+class QuietListener:
+    """A Listener that ignores everything: subclass it and override only what you need."""
+
+    def statement(self, statement: Statement) -> None:
+        """A statement the lexer was asked to capture (see `watch`)."""
+
+    def meta_command(self, offset: int, end: int, text: str) -> None:
+        """A backslash command, to the end of its line."""
+
+    def comment(self, offset: int, end: int, text: str, in_statement: bool) -> None:
+        """A `--` or `/* */` comment."""
+
+    def copy_rows(self, rows: int) -> None:
+        """Rows of COPY data seen since the last call."""
+
+    def copy_end(self) -> None:
+        """The `\\.` line that ends COPY data."""
+
+
 def watch_every_statement(first: Word, second: Word) -> bool:
     return True
 

@@ -9,6 +9,7 @@ directory is refused with the way forward.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,14 @@ def test_the_older_major_moves_to_the_newer_by_clean_hard_up_restore_init_verify
     assert server_major(project) == new_major
     assert count_orders(project) == 300
     assert_users_log_in(project)
+
+
+def test_clean_hard_deletes_a_stopped_cluster_of_a_major_no_binaries_exist_for(project):
+    """A crash left postmaster.pid behind, its pid since reused by another program: the cluster is not running."""
+    data_dir = project.root / ".pgdr" / "pgdata"
+    (data_dir / "base").mkdir(parents=True)
+    (data_dir / "PG_VERSION").write_text("9\n")
+    (data_dir / "postmaster.pid").write_text(f"{os.getpid()}\n{data_dir}\n")  # this test's pid: not a postgres
+    removed = project.ok("clean", "hard", "--yes", env=newer_binaries())
+    assert "PostgreSQL 9 cluster removed" in removed.stdout
+    assert not data_dir.exists()

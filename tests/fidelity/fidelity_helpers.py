@@ -66,8 +66,9 @@ ALTER DATABASE template1 SET maintenance_work_mem = '98MB';
 """
 
 # Catalog facts pg_dumpall does not print, compared between source and restore. The ACL of a database is compared
-# as the privileges it grants: NULL means the default ACL (a database recreated from template0 has NULL where
-# initdb's template1 has the same privileges written out), and the order of an ACL's entries means nothing.
+# as the privileges it grants: NULL stands for the default ACL, and the order of an ACL's entries means nothing.
+# (initdb's template1 grants PUBLIC only CONNECT; a template1 created again from template0 has a NULL ACL, which
+# grants PUBLIC TEMPORARY too, unless its ACL is put back.)
 DATABASES_QUERY = """
 SELECT d.datname, pg_catalog.pg_get_userbyid(d.datdba), pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate,
        d.datctype, d.datlocprovider, d.daticulocale, d.datallowconn, d.datistemplate, d.datconnlimit,

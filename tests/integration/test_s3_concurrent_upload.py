@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -220,17 +221,28 @@ def test_ctrl_c_while_write_waits_for_a_part_aborts_the_upload(aws_env, s3_bucke
     write_all(upload, os.urandom(PARTS_IN_FLIGHT * PART), chunk=PART)
     writer = main_thread_ident()
     interrupted_while_waiting: list[bool] = []
+    write_returned = threading.Event()
 
     def interrupt_then_let_go() -> None:
         poll_until(lambda: proxy.holding == PARTS_IN_FLIGHT and waits_for_room(writer))
         interrupted_while_waiting.append(True)
-        signal.pthread_kill(writer, signal.SIGINT)
-        poll_until(lambda: waits_in_abort(writer))  # the interrupt aborts: the parts in flight may end now
+        # The frame says the writer is in the wait, but it may be a few instructions short of the blocking call: a
+        # signal landing there is only seen at the next one (CPython checks for signals when a lock wait is
+        # interrupted, not before it starts). Until the writer leaves the wait, send it again, a second apart.
+        while waits_for_room(writer):
+            signal.pthread_kill(writer, signal.SIGINT)
+            time.sleep(1)
+        # the interrupt aborts, giving the parts in flight abort_wait to end: let them go then. On a machine so busy
+        # that this thread missed that window, the write has returned by now: stop looking, never hang.
+        poll_until(lambda: waits_in_abort(writer) or write_returned.is_set())
         release(proxy).set()
 
     helper = on_helper_thread(interrupt_then_let_go)
     with pytest.raises(KeyboardInterrupt):
-        upload.write(os.urandom(PART))  # one part more than may be in flight: waits for one to end
+        try:
+            upload.write(os.urandom(PART))  # one part more than may be in flight: waits for one to end
+        finally:
+            write_returned.set()
     helper.join()
     assert interrupted_while_waiting == [True]
     assert proxy.passed("AbortMultipartUpload") == 1

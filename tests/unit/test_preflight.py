@@ -20,6 +20,7 @@ from pgdr.postgres.requirements import (
     databases_query,
     directory_query,
     icu_probe,
+    may_stat_files_query,
     offer_query,
     tablespaces_query,
 )
@@ -67,6 +68,11 @@ def test_the_icu_probe_creates_only_a_temporary_collation():
 
 def test_a_directory_location_from_the_backup_is_a_parameter_never_spliced_into_sql():
     assert directory_query() == "SELECT (pg_catalog.pg_stat_file(%s, true)).isdir"
+
+
+def test_directories_are_looked_at_only_by_a_login_allowed_to_read_server_files():
+    assert "pg_has_role('pg_read_server_files', 'USAGE')" in may_stat_files_query()
+    assert "has_function_privilege('pg_catalog.pg_stat_file(text, boolean)', 'EXECUTE')" in may_stat_files_query()
 
 
 def test_the_shortfall_is_what_the_target_lacks():

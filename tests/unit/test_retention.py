@@ -197,3 +197,14 @@ def test_each_decision_says_keep_or_delete_numbers_its_safety_slot_and_shows_as_
     assert selection.delete[0].as_json() == {
         "key": safety[0].key, "keep": False, "reasons": ["safety backup older than the newest 2"], "verified": True,
         "safety": True, "created": "2025-05-01T00:00:00+00:00"}
+
+
+def test_a_pinned_safety_backup_is_kept_beyond_keep_safety_with_its_reason():
+    safety = [candidate(EPOCH + timedelta(hours=hour), safety=True) for hour in range(5)]
+    oldest = safety[0].key
+    policy = Policy(keep_safety=1)
+    assert oldest in {d.key for d in select(safety, policy).delete}
+    selection = select(safety, policy, pinned={oldest: "the state from before the incomplete restore"})
+    [kept] = [d for d in selection.keep if d.key == oldest]
+    assert kept.reasons == ["the state from before the incomplete restore"]
+    assert len(selection.delete) == 3

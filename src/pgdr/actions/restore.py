@@ -25,7 +25,7 @@ from pgdr.postgres import inventory
 from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.connect import client_environment, session
 from pgdr.run import CHUNK_SIZE, RunAs, stream
-from pgdr.sqllexer import PsqlLexer, Statement
+from pgdr.sqllexer import PsqlLexer, QuietListener, Statement
 from pgdr.state import pending_safety_backup, read_restore_record, write_restore_record
 from pgdr.storage import Storage, Upload, open_storage
 from pgdr.storage.local import LocalStorage
@@ -221,7 +221,7 @@ def existing_data(context: Context) -> tuple[list[str], list[str]]:
             inventory.user_roles(endpoint, context.settings.postgres.superuser))
 
 
-class GlobalsFilter:
+class GlobalsFilter(QuietListener):
     """Turns the dump's `CREATE ROLE <role>;` for the bootstrap superuser (and for roles the target already has)
     into a comment: they exist in a fresh cluster, so the one expected difference is handled instead of failing the
     restore. Statements are found by the psql-exact lexer, so text inside a string, a comment or a quoted name is
@@ -278,14 +278,6 @@ class GlobalsFilter:
         if text.startswith(("\\connect", "\\c ")):
             self.in_globals = False
 
-    def comment(self, offset: int, end: int, text: str, in_statement: bool) -> None:
-        pass
-
-    def copy_rows(self, rows: int) -> None:
-        pass
-
-    def copy_end(self) -> None:
-        pass
 
 
 def unprivileged_client(context: Context, psql: str) -> RunAs | None:
@@ -490,16 +482,17 @@ def _restore_plain(context: Context, toolset: Toolset, storage: Storage, record:
 
 def describe_psql_error(failure: StageFailed) -> str:
     """The first ERROR line and the failing statement, else the exit status. psql (--echo-errors) echoes the
-    statement on the line after the error; pg_restore writes `Command was: ...` below the error's DETAIL and HINT
-    lines, before its next message (`pg_restore: ...`, e.g. "a worker process died unexpectedly")."""
+    statement on the line after the error; pg_restore writes `Command was: ...` (the statement, over as many lines
+    as it has) below the error's DETAIL and HINT lines, before its next message (`pg_restore: ...`, e.g. "a worker
+    process died unexpectedly")."""
     lines = [line.strip() for line in failure.stderr_tail.splitlines() if line.strip()]
     for index, line in enumerate(lines):
         if "ERROR:" in line:
             following = lines[index + 1:]
             block = following[:next((at for at, text in enumerate(following) if text.startswith("pg_restore:")),
                                     len(following))]
-            command = next((text[len("Command was:"):].strip() for text in block if text.startswith("Command was:")),
-                           None)
+            start = next((at for at, text in enumerate(block) if text.startswith("Command was:")), None)
+            command = " ".join(block[start:])[len("Command was:"):].strip() if start is not None else None
             if command is None and not line.startswith("pg_restore:"):
                 command = following[0] if following else ""
             statement = command or ""

@@ -1,4 +1,4 @@
-"""What a backup needs from the server it is restored into, and what a server offers: read-only queries.
+"""What a backup needs from the server it is restored into, and what a server offers: queries that change nothing.
 
 At backup time, `requirements_of_cluster` records what the cluster uses that a target server may lack: each
 database's installed extensions (with versions), what uses ICU (databases whose locale provider is ICU, collations
@@ -8,8 +8,10 @@ one connection and one query per database that allows connections (pg_dumpall du
 
 Before a restore touches anything, `offer_of_server` reads the same things on the target: the extensions it can
 install (`pg_available_extensions`: the control files of its binaries), whether it was built with ICU (initdb
-imports ICU's collations into `pg_collation` only then), and whether each tablespace directory exists, asked of the
-server itself (`pg_stat_file`), so a server in a container answers about its own filesystem.
+imports ICU's collations into `pg_collation` only then; without them, an ICU collation created in a transaction
+that is rolled back decides), and whether each tablespace directory exists, asked of the server itself
+(`pg_stat_file`), so a server in a container answers about its own filesystem (a login that may not look at files,
+such as a managed service's administrator, leaves that to CREATE TABLESPACE).
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ def icu_probe() -> str:
     return "CREATE COLLATION pg_temp.pgdr_icu_probe (provider = icu, locale = 'und')"
 
 
+def may_stat_files_query() -> str:
+    """Whether this login may look at absolute paths with pg_stat_file (superusers and pg_read_server_files)."""
+    return ("SELECT pg_catalog.has_function_privilege('pg_catalog.pg_stat_file(text, boolean)', 'EXECUTE') "
+            "AND pg_catalog.pg_has_role('pg_read_server_files', 'USAGE')")
+
+
 def directory_query() -> str:
     """true: a directory; false: a file; NULL: nothing there (missing_ok). Needs superuser or pg_read_server_files.
     The location is a parameter: it comes from the backup."""
@@ -104,8 +112,16 @@ def offer_of_server(endpoint: Endpoint, locations: list[str]) -> Offer:
         row = connection.execute(offer_query()).fetchone()  # type: ignore[call-overload]
         assert row is not None
         icu = bool(row[1]) or _icu_probe_succeeds(connection)
-        directories = {location: _directory_problem(connection, location) for location in dict.fromkeys(locations)}
+        checkable = bool(locations) and _may_stat_files(connection)
+        directories = {location: _directory_problem(connection, location) if checkable else ""
+                       for location in dict.fromkeys(locations)}
     return Offer(extensions=frozenset(row[0]), icu=icu, directories=directories)
+
+
+def _may_stat_files(connection: psycopg.Connection) -> bool:
+    """A managed service's "superuser" may not look at files: its directories are left to CREATE TABLESPACE."""
+    row = connection.execute(may_stat_files_query()).fetchone()  # type: ignore[call-overload]
+    return bool(row and row[0])
 
 
 def _icu_probe_succeeds(connection: psycopg.Connection) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from pgdr.artifact import ExtensionNeed, Requirements, TablespaceNeed
 from pgdr.dumpscan import parse_connect_database, qualified_name
-from pgdr.sqllexer import PsqlLexer, Statement, Word
+from pgdr.sqllexer import PsqlLexer, QuietListener, Statement, Word
 
 WATCHED_NOUNS = ("extension", "database", "collation", "tablespace")
 FIRST_DATABASE = "postgres"  # where the restore's psql starts (restore.psql_restore_argv)
@@ -101,7 +101,7 @@ def tablespace_need(statement: Statement) -> TablespaceNeed | None:
 
 
 @dataclass
-class NeedsReader:
+class NeedsReader(QuietListener):
     """Feed it the uncompressed script chunk by chunk, then finish() and read requirements()."""
 
     extensions: list[ExtensionNeed] = field(default_factory=list)
@@ -145,12 +145,3 @@ class NeedsReader:
         name, _, argument = text.partition(" ")
         if name in ("\\connect", "\\c"):
             self.database = parse_connect_database("\\connect " + argument)
-
-    def comment(self, offset: int, end: int, text: str, in_statement: bool) -> None:
-        pass
-
-    def copy_rows(self, rows: int) -> None:
-        pass
-
-    def copy_end(self) -> None:
-        pass

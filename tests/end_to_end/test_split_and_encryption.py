@@ -45,7 +45,7 @@ def test_split_backup_lists_one_verified_backup_with_a_part_per_database(split_p
     assert record["key"].endswith(".split") and record["verified"] and record["format"] == "split"
     manifest_path = split_project.backups / (record["key"] + ".manifest.json")
     manifest = json.loads(manifest_path.read_text())
-    assert {part["database"] for part in manifest["parts"]} == {None, "demo", "other", "postgres"}
+    assert {part["database"] for part in manifest["parts"]} == {None, "demo", "other", "postgres", "template1"}
     counts = {db["name"]: {t["table"]: t["rows"] for t in db["tables"]} for db in manifest["databases"]}
     assert counts["demo"]["orders"] == 2000 and counts["other"]["t"] == 77
     assert record["size"] == sum(part["size"] for part in manifest["parts"])

@@ -3,12 +3,13 @@
 -- where `pgdr init` has run (so demo, demo_user and demo_readonly_user exist already).
 --
 -- Every database but template1 is created from template0, so what template1 holds shows up only in template1.
--- The database `closed_db` is made unconnectable at the end: pg_dumpall cannot dump it, and pgdr must say it left it out.
+-- The database `closed_db` is made unconnectable at the end: pg_dumpall cannot dump it, and pgdr must say it left it
+-- out.
 
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 
--- Roles: attributes, memberships with ADMIN OPTION and GRANTED BY, settings for all databases and for one. -------------
+-- Roles: attributes, memberships with ADMIN OPTION and GRANTED BY, settings for all databases and for one. ----------
 CREATE ROLE app_owner LOGIN CREATEDB;
 CREATE ROLE app LOGIN CONNECTION LIMIT 40;
 CREATE ROLE reader NOLOGIN;
@@ -54,7 +55,7 @@ CREATE TABLE public.notes (id int PRIMARY KEY, body text NOT NULL);
 INSERT INTO public.notes VALUES (1, 'kept in postgres'), (2, E'tab\tand newline\n');
 SELECT pg_catalog.lo_from_bytea(424240, convert_to('a large object in postgres', 'UTF8'));
 
--- app: the rich one. ----------------------------------------------------------------------------------------------------
+-- app: the rich one. ------------------------------------------------------------------------------------------------
 \connect app
 SET client_min_messages = warning;
 CREATE SCHEMA ext;
@@ -269,7 +270,7 @@ COMMENT ON SUBSCRIPTION "sub ünï" IS 'needs no publisher';
 
 ANALYZE;
 
--- A database whose name needs quotes. -----------------------------------------------------------------------------------
+-- A database whose name needs quotes. -------------------------------------------------------------------------------
 \connect "Dätabase ""quoted"" ünï 😀"
 SET client_min_messages = warning;
 CREATE SCHEMA "ünï ""s""";
@@ -277,7 +278,7 @@ CREATE TABLE "ünï ""s"""."Ta""ble" (id int PRIMARY KEY, v text COLLATE "C", "�
 INSERT INTO "ünï ""s"""."Ta""ble" SELECT g, 'value ' || g, 'мир ' || g FROM generate_series(1, 50) AS g;
 ALTER TABLE "ünï ""s"""."Ta""ble" OWNER TO "Ünïcode ""Rôle"" 😀";
 
--- ro: read-only once loaded. ---------------------------------------------------------------------------------------------
+-- ro: read-only once loaded. ----------------------------------------------------------------------------------------
 \connect ro
 CREATE TABLE facts (id int PRIMARY KEY, fact text NOT NULL);
 INSERT INTO facts SELECT g, 'fact ' || g FROM generate_series(1, 100) AS g;
@@ -291,14 +292,14 @@ ALTER DATABASE ro SET default_transaction_read_only = on;
 CREATE TABLE starter (id int PRIMARY KEY, label text);
 INSERT INTO starter VALUES (1, 'copied into new databases');
 
--- closed_db: made unconnectable; pg_dumpall skips it, pgdr must name it as left out. --------------------------------------
+-- closed_db: made unconnectable; pg_dumpall skips it, pgdr must name it as left out. --------------------------------
 \connect closed_db
 CREATE TABLE lost (id int);
 INSERT INTO lost VALUES (1);
 \connect postgres
 ALTER DATABASE closed_db ALLOW_CONNECTIONS false;
 
--- template1: a schema with a table, a comment and settings pg_dumpall never writes for it. ------------------------------
+-- template1: a schema with a table, a comment and settings pg_dumpall never writes for it. --------------------------
 \connect template1
 SET client_min_messages = warning;
 CREATE SCHEMA tpl;

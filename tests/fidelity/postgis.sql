@@ -19,7 +19,8 @@ CREATE EXTENSION postgis_raster;
 -- Spatial reference systems of the users' own (pg_dump dumps these rows of the extension's table, and only these).
 INSERT INTO public.spatial_ref_sys (srid, auth_name, auth_srid, srtext, proj4text) VALUES
     (990001, 'pgdr', 990001,
-     'GEOGCS["pgdr test ''lat/lon''",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]]',
+     'GEOGCS["pgdr test ''lat/lon''",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
+     'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]]',
      '+proj=longlat +datum=WGS84 +no_defs'),
     (990002, 'pgdr', 990002, 'LOCAL_CS["pgdr local grid"]', '');
 
@@ -32,7 +33,8 @@ CREATE TABLE public.places (
 );
 INSERT INTO public.places
 SELECT g, 'place ' || g, ST_SetSRID(ST_MakePoint(g * 0.01, 45 + g * 0.01), 4326),
-       ST_GeogFromText(format('SRID=4326;POLYGON((%1$s 45, %2$s 45, %2$s 46, %1$s 46, %1$s 45))', g * 0.01, g * 0.01 + 0.5)),
+       ST_GeogFromText(format('SRID=4326;POLYGON((%1$s 45, %2$s 45, %2$s 46, %1$s 46, %1$s 45))',
+                              g * 0.01, g * 0.01 + 0.5)),
        ST_SetSRID(ST_MakePoint(g, -g), 990001)
 FROM generate_series(1, 200) AS g;
 CREATE INDEX places_geom ON public.places USING gist (geom);

@@ -37,6 +37,13 @@ from pgdr.storage.local import LocalStorage
 # them for the restore's sessions only, and the settings themselves come back as they were.
 LOAD_SESSION_OPTIONS = ("-c synchronous_commit=off -c maintenance_work_mem=256MB -c default_transaction_read_only=off "
                         "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0")
+TRANSACTION_TIMEOUT_MAJOR = 17  # transaction_timeout exists from PostgreSQL 17; naming it before is a FATAL error
+
+
+def load_session_options(context: Context) -> str:
+    """LOAD_SESSION_OPTIONS for this server: with transaction_timeout off too where the server has it."""
+    major, _ = context.server_version()
+    return LOAD_SESSION_OPTIONS + (" -c transaction_timeout=0" if major >= TRANSACTION_TIMEOUT_MAJOR else "")
 HINT_RETRY = "fix the cause above, then `pgdr restore latest --clean` (or `pgdr clean soft --yes` and restore again)"
 
 
@@ -312,7 +319,7 @@ def stream_into_psql(context: Context, psql: str, handle: BinaryIO, record: Back
     owner = unprivileged_client(context, psql)
     with client_environment(context.superuser_endpoint(), owner) as environment, stream(
         psql_restore_argv(psql), stage="psql", direction="write",
-        environment={**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS}, hint=HINT_RETRY, run_as=owner,
+        environment={**environment, "PGOPTIONS": load_session_options(context)}, hint=HINT_RETRY, run_as=owner,
     ) as restore, context.output.progress("Restoring", record.size) as bar:
         with plaintext(context, TeeReader(handle, lambda chunk: bar.advance(len(chunk))), record) as plain:
             for chunk in iter(lambda: plain.read(CHUNK_SIZE), b""):

@@ -89,7 +89,7 @@ def uncompressed_range(context: Context, handle: BinaryIO, record: BackupRecord,
 def restore_sections(context: Context, psql: str, storage: Storage, record: BackupRecord,
                      ranges: list[SectionRange], jobs: int) -> None:
     """The globals first (roles must exist before the databases' owners and grants), then the databases."""
-    from pgdr.actions.restore import LOAD_SESSION_OPTIONS
+    from pgdr.actions.restore import load_session_options
 
     globals_range, *databases = ranges
     databases.sort(key=lambda part: part.size, reverse=True)
@@ -101,7 +101,7 @@ def restore_sections(context: Context, psql: str, storage: Storage, record: Back
     with client_environment(context.superuser_endpoint(), owner) as environment, context.output.progress(
         "Restoring", manifest.uncompressed_size
     ) as bar:
-        session_environment = {**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS}
+        session_environment = {**environment, "PGOPTIONS": load_session_options(context)}
         restorer = _RangeRestorer(context, psql, storage, record, session_environment, bar, owner)
         run_all([restorer.task(globals_range)], jobs=1)
         context.output.info(f"   {len(databases)} databases, {min(jobs, len(databases))} at a time: "

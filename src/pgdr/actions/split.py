@@ -379,17 +379,18 @@ def restore_parts(context: Context, toolset: Toolset, local: LocalStorage, recor
                   database: str | None, existing_roles: set[str]) -> None:
     """Globals through psql (roles that exist are skipped), then the databases, several at a time, biggest first
     (one big database's COPY no longer holds the others back), each in passes; a failed one stops no other."""
-    from pgdr.actions.restore import LOAD_SESSION_OPTIONS
+    from pgdr.actions.restore import load_session_options
 
     manifest = record.manifest
     assert manifest is not None
     with client_environment(context.superuser_endpoint()) as environment:
+        environment = {**environment, "PGOPTIONS": load_session_options(context)}
         _restore_globals(context, toolset, local, record, existing_roles, environment)
         parts = sorted((part for part in manifest.parts if part.database is not None
                         and (database is None or part.database == database)),
                        key=lambda part: part.size, reverse=True)
         paths = {part.database or "": local.path_of(record.key.object_key(part.name)) for part in parts}
-        _restore_databases(context, toolset, paths, {**environment, "PGOPTIONS": LOAD_SESSION_OPTIONS})
+        _restore_databases(context, toolset, paths, environment)
 
 
 def _restore_globals(context: Context, toolset: Toolset, local: LocalStorage, record: BackupRecord,

@@ -130,10 +130,17 @@ class Stream:
         self._stderr_file = stderr_file
 
     def stderr_text(self) -> str:
+        """The start and the end of stderr: the first error (often the cause: pg_restore --jobs goes on to report
+        the workers it lost) and the last lines, each at most STDERR_TAIL_BYTES."""
         self._stderr_file.seek(0, os.SEEK_END)
         size = self._stderr_file.tell()
+        self._stderr_file.seek(0)
+        head = self._stderr_file.read(STDERR_TAIL_BYTES) if size > 2 * STDERR_TAIL_BYTES else b""
         self._stderr_file.seek(max(0, size - STDERR_TAIL_BYTES))
-        return _tail(self._stderr_file.read())
+        tail = self._stderr_file.read()
+        if not head:
+            return _tail(tail)
+        return redact((head[: head.rfind(b"\n") + 1] + b"...\n" + tail).decode("utf-8", "replace").strip())
 
     def read(self, size: int = CHUNK_SIZE) -> bytes:
         assert self.process.stdout is not None

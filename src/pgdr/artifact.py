@@ -160,14 +160,25 @@ class RoleSetting(BaseModel):
     setting: str
 
 
+class DatabaseGrant(BaseModel):
+    """One privilege on a database (aclexplode): grantee "" is PUBLIC."""
+
+    grantee: str
+    privilege: str  # CONNECT, CREATE, TEMPORARY
+    grantable: bool = False
+
+
 class DatabaseProperties(BaseModel):
     """What pg_dumpall never writes for `postgres` and `template1` (it connects to them instead of creating them):
-    their comment, their settings and the role settings inside them. pgdr reads them and restores them after."""
+    their owner, privileges, comment, settings and the role settings inside them. pgdr reads them and restores
+    them after."""
 
     name: str
     comment: str | None = None
     settings: list[str] = Field(default_factory=list)  # name=value, as pg_db_role_setting holds them
     role_settings: list[RoleSetting] = Field(default_factory=list)
+    owner: str = ""  # "" in older manifests: not recorded
+    grants: list[DatabaseGrant] | None = None  # None: the default privileges (or not recorded)
 
 
 class LeftOut(BaseModel):

@@ -158,6 +158,9 @@ def test_postgres_and_template1_comments_and_settings_come_back_and_closed_datab
         connection.execute("ALTER DATABASE template1 SET search_path = \"$user\", public, \"odd \"\"name\"\"\"")
         connection.execute("ALTER ROLE demo_user IN DATABASE postgres SET search_path = a, b")
         connection.execute("COMMENT ON DATABASE template1 IS NULL")
+        connection.execute("ALTER DATABASE postgres OWNER TO demo_user")  # hardening a provider does
+        connection.execute("REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC")
+        connection.execute("GRANT CONNECT ON DATABASE template1 TO demo_readonly_user WITH GRANT OPTION")
         connection.execute("CREATE DATABASE archived")
         connection.execute("ALTER DATABASE archived WITH ALLOW_CONNECTIONS false")
 
@@ -167,7 +170,10 @@ def test_postgres_and_template1_comments_and_settings_come_back_and_closed_datab
                 "SELECT d.datname, shobj_description(d.oid, 'pg_database'), r.rolname, s.setconfig "
                 "FROM pg_database d LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid "
                 "LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname IN ('postgres', 'template1') "
-                "ORDER BY 1, 3 NULLS FIRST").fetchall()
+                "ORDER BY 1, 3 NULLS FIRST").fetchall() + connection.execute(
+                "SELECT d.datname, pg_get_userbyid(d.datdba), pg_get_userbyid(a.grantee), a.privilege_type, "
+                "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a "
+                "WHERE d.datname IN ('postgres', 'template1') ORDER BY 1, 3, 4").fetchall()
 
     before = properties()
     backup = live.ok("backup")

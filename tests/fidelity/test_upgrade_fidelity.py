@@ -49,6 +49,10 @@ PORTABLE = "\\connect app\nDROP EXTENSION pgcrypto;\nDROP EXTENSION \"uuid-ossp\
 OLD_MAJOR, NEW_MAJOR = 15, 18
 
 IDENTIFIER = r'(?:"(?:[^"]|"")*"|[^\s";,]+)'
+ROLE_INHERITS = re.compile(rf"^ALTER ROLE ({IDENTIFIER}) WITH .*?\b(NO)?INHERIT\b", re.MULTILINE)
+MEMBERSHIP_ON_16 = re.compile(
+    rf"^GRANT ({IDENTIFIER}) TO ({IDENTIFIER}) WITH (ADMIN OPTION, )?INHERIT (TRUE|FALSE) GRANTED BY postgres;$",
+    re.MULTILINE)
 
 
 # The expected differences ------------------------------------------------------------------------------------------
@@ -75,8 +79,7 @@ def membership_options_as_in_15(dump: str) -> tuple[str, int]:
     """`GRANT r TO m WITH [ADMIN OPTION, ]INHERIT x GRANTED BY postgres;` back to PostgreSQL 15's form, but only where
     x is m's own INHERIT attribute (from the dump's `ALTER ROLE m WITH ...`): PostgreSQL 15 applied that attribute
     to every membership of m, 16 copies it into each grant made. Any other INHERIT value stays a difference."""
-    inherits = {match.group(1): match.group(2) is None for match in re.finditer(
-        rf"^ALTER ROLE ({IDENTIFIER}) WITH .*?\b(NO)?INHERIT\b", dump, re.MULTILINE)}
+    inherits = {match.group(1): match.group(2) is None for match in ROLE_INHERITS.finditer(dump)}
 
     rewritten = 0
 
@@ -88,8 +91,7 @@ def membership_options_as_in_15(dump: str) -> tuple[str, int]:
         rewritten += 1
         return f"GRANT {role} TO {member}{' WITH ADMIN OPTION' if admin else ''};"
 
-    pattern = rf"^GRANT ({IDENTIFIER}) TO ({IDENTIFIER}) WITH (ADMIN OPTION, )?INHERIT (TRUE|FALSE) GRANTED BY postgres;$"
-    return re.sub(pattern, as_in_15, dump, flags=re.MULTILINE), rewritten
+    return MEMBERSHIP_ON_16.sub(as_in_15, dump), rewritten
 
 
 def without_view_qualifier(view: str, qualifier: str) -> Rewrite:
@@ -138,8 +140,8 @@ OLDER_PG_DUMP = (
     # 18's: streaming = parallel (the default since 18, off before) and run_as_owner = false (an option since 16; 15
     # applied changes as the subscription's owner, which is what 18's pg_dump prints for a 15 server).
     Expected("subscription options left at 15's defaults by 15's pg_dump", "target",
-             substitution(r"^(CREATE SUBSCRIPTION .* WITH \(connect = false, slot_name = NONE), streaming = parallel\);$",
-                          r"\1, streaming = off, run_as_owner = true);")),
+             substitution(r"^(CREATE SUBSCRIPTION .* WITH \(connect = false, slot_name = NONE), "
+                          r"streaming = parallel\);$", r"\1, streaming = off, run_as_owner = true);")),
     # PostgreSQL 17 added the MAINTAIN privilege on tables, and ALL includes it. `pgdr init`'s default privileges
     # (SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER on tables) are every table privilege 15 has, so
     # 15's pg_dump writes them as `GRANT ALL ON TABLES`, which on 18 grants MAINTAIN too. 18's pg_dump prints the
@@ -153,6 +155,7 @@ OLDER_PG_DUMP = (
 # version, which pg_dump's `CREATE EXTENSION` (no VERSION clause) installs. Each is (database, extension, 15's
 # version, 18's version); 18's must be 18's default_version.
 EXPECTED_EXTENSION_VERSIONS = (
+    ("app", "citext", "1.6", "1.8"),
     ("app", "ltree", "1.2", "1.3"),
     ("app", "postgres_fdw", "1.1", "1.2"),
 )

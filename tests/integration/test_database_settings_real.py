@@ -13,7 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import conftest
-from pgdr.postgres.sql import database_property_statements, identifier, literal
+from pgdr.postgres.sql import (
+    database_access_query,
+    database_access_statements,
+    database_property_statements,
+    identifier,
+    literal,
+)
 
 SETTINGS = [
     "search_path = \"$user\", public",
@@ -88,3 +94,38 @@ def test_any_comment_and_any_search_path_of_names_round_trip(two_databases, comm
             connection.execute(statement)
         assert stored(connection, "target") == [config]
         assert comment_of(connection, "target") == comment_of(connection, "source")  # '' is no comment to both
+
+
+def privileges(connection, database: str) -> list[tuple[str, str, str, bool]]:
+    return connection.execute(
+        "SELECT pg_get_userbyid(d.datdba), coalesce(nullif(pg_get_userbyid(a.grantee), '-'), 'PUBLIC'), "
+        "a.privilege_type, a.is_grantable FROM pg_database d, aclexplode(coalesce(d.datacl, "
+        "acldefault('d', d.datdba))) a WHERE d.datname = %s ORDER BY 2, 3", (database,)).fetchall()
+
+
+ACCESS = [
+    [],
+    ["REVOKE ALL ON DATABASE source FROM PUBLIC"],
+    ["ALTER DATABASE source OWNER TO app", "REVOKE CONNECT ON DATABASE source FROM PUBLIC",
+     'GRANT CONNECT ON DATABASE source TO "odd ""role"""', "GRANT CREATE ON DATABASE source TO postgres"],
+    ['GRANT ALL ON DATABASE source TO "odd ""role""" WITH GRANT OPTION',
+     "REVOKE TEMPORARY ON DATABASE source FROM app"],
+]
+
+
+@pytest.mark.parametrize("changes", ACCESS)
+def test_owner_and_privileges_rebuilt_by_pgdr_are_effectively_the_originals(two_databases, changes) -> None:
+    with two_databases.connect() as connection:
+        connection.execute("DROP DATABASE IF EXISTS source")
+        connection.execute("DROP DATABASE IF EXISTS target")
+        connection.execute("CREATE DATABASE source")
+        connection.execute("CREATE DATABASE target")
+        connection.execute('DO $$ BEGIN CREATE ROLE "odd ""role"""; EXCEPTION WHEN duplicate_object THEN END $$')
+        for change in changes:
+            connection.execute(change)
+        rows = connection.execute(database_access_query("source")).fetchall()
+        owner, default = rows[0][0], rows[0][1]
+        grants = None if default else [(grantee, privilege, grantable) for _, _, grantee, privilege, grantable in rows]
+        for statement in database_access_statements("target", owner, grants):
+            connection.execute(statement)
+        assert privileges(connection, "target") == privileges(connection, "source")

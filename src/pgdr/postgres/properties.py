@@ -1,15 +1,15 @@
 """What pg_dumpall leaves out of a cluster, read at backup time and put back after a restore.
 
-pg_dumpall connects to `postgres` and `template1` instead of creating them, so their comment, their settings and
-the role settings inside them (`ALTER ROLE app IN DATABASE postgres SET ...`) are never written; and it skips every
-database that refuses connections (datallowconn = false). pgdr records the first in the manifest and applies them
-after the data is restored (so a setting such as default_transaction_read_only cannot get in the restore's way),
-and names the second as left out, at backup time and in the manifest.
+pg_dumpall connects to `postgres` and `template1` instead of creating them, so their owner, privileges, comment,
+settings and the role settings inside them (`ALTER ROLE app IN DATABASE postgres SET ...`) are never written; and
+it skips every database that refuses connections (datallowconn = false). pgdr records the first in the manifest
+and applies them after the data is restored (so a setting such as default_transaction_read_only cannot get in the
+restore's way), and names the second as left out, at backup time and in the manifest.
 """
 
 from __future__ import annotations
 
-from pgdr.artifact import DatabaseProperties, LeftOut, Manifest, RoleSetting
+from pgdr.artifact import DatabaseGrant, DatabaseProperties, LeftOut, Manifest, RoleSetting
 from pgdr.postgres import sql
 from pgdr.postgres.connect import Endpoint, session
 
@@ -24,9 +24,29 @@ def read_properties(endpoint: Endpoint) -> tuple[list[DatabaseProperties], list[
         for database in CAPTURED_DATABASES:
             rows = connection.execute(sql.database_settings_query(database)).fetchall()  # type: ignore[call-overload]
             if rows:
-                captured.append(_properties(database, rows))
+                properties = _properties(database, rows)
+                access = connection.execute(sql.database_access_query(database)).fetchall()  # type: ignore[call-overload]
+                properties.owner = str(access[0][0])
+                properties.grants = None if access[0][1] else [
+                    DatabaseGrant(grantee=grantee, privilege=privilege, grantable=grantable)
+                    for _, _, grantee, privilege, grantable in access]
+                captured.append(properties)
         closed = [row[0] for row in connection.execute(sql.closed_databases_query())]  # type: ignore[call-overload]
     return captured, [LeftOut(name=name, reason=CLOSED_REASON) for name in closed]
+
+
+def _statements(properties: DatabaseProperties, roles: set[str]) -> list[str]:
+    """Owner and privileges first (older manifests have neither: left as they are), then comment and settings."""
+    owner = properties.owner if properties.owner in roles else ""
+    statements = []
+    if properties.owner:
+        grants = None if properties.grants is None else [
+            (grant.grantee, grant.privilege, grant.grantable) for grant in properties.grants
+            if grant.grantee == "" or grant.grantee in roles]
+        statements = sql.database_access_statements(properties.name, owner, grants)
+    role_settings = [(item.role, item.setting) for item in properties.role_settings if item.role in roles]
+    return statements + sql.database_property_statements(properties.name, properties.comment, properties.settings,
+                                                         role_settings)
 
 
 def _properties(database: str, rows: list[tuple[str | None, str | None, list[str] | None]]) -> DatabaseProperties:
@@ -51,12 +71,12 @@ def apply_properties(endpoint: Endpoint, manifest: Manifest | None, only: str | 
         for properties in manifest.database_properties:
             if only is not None and properties.name != only:
                 continue
-            missing = sorted({item.role for item in properties.role_settings if item.role not in roles})
+            needed = {item.role for item in properties.role_settings} | {properties.owner} | {
+                grant.grantee for grant in properties.grants or []}
+            missing = sorted(needed - roles - {""})
             if missing:
-                warnings.append(f"settings of roles {', '.join(missing)} in database {properties.name} skipped: "
-                                "those roles are not in the cluster")
-            role_settings = [(item.role, item.setting) for item in properties.role_settings if item.role in roles]
-            for statement in sql.database_property_statements(properties.name, properties.comment,
-                                                              properties.settings, role_settings):
+                warnings.append(f"owner, privileges or settings of roles {', '.join(missing)} on database "
+                                f"{properties.name} skipped: those roles are not in the cluster")
+            for statement in _statements(properties, roles):
                 connection.execute(statement)  # type: ignore[call-overload]
     return warnings

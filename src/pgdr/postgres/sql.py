@@ -366,6 +366,33 @@ def database_settings_query(database: str) -> str:
     )
 
 
+def database_access_query(database: str) -> str:
+    """Owner, whether the privileges are the defaults (datacl NULL), and one row per privilege otherwise."""
+    return (
+        "SELECT pg_catalog.pg_get_userbyid(d.datdba), d.datacl IS NULL, "
+        "CASE WHEN a.grantee = 0 THEN '' ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type, "
+        "a.is_grantable FROM pg_catalog.pg_database d "
+        "LEFT JOIN LATERAL pg_catalog.aclexplode(d.datacl) a ON true "
+        f"WHERE d.datname = {literal(database)} ORDER BY 3, 4"
+    )
+
+
+def database_access_statements(database: str, owner: str, grants: list[tuple[str, str, bool]] | None) -> list[str]:
+    """Owner and privileges as recorded: grants None means the defaults (PUBLIC may connect and create temporary
+    tables, the owner may do everything), granted explicitly; grantee "" is PUBLIC."""
+    name = identifier(database)
+    statements = [f"ALTER DATABASE {name} OWNER TO {identifier(owner)}"] if owner else []
+    if grants is None:
+        return [*statements, f"GRANT CONNECT, TEMPORARY ON DATABASE {name} TO PUBLIC"]
+    statements.append(f"REVOKE ALL ON DATABASE {name} FROM PUBLIC")
+    if owner:
+        statements.append(f"REVOKE ALL ON DATABASE {name} FROM {identifier(owner)}")
+    for grantee, privilege, grantable in grants:
+        statements.append(f"GRANT {privilege} ON DATABASE {name} TO {identifier(grantee) if grantee else 'PUBLIC'}"
+                          + (" WITH GRANT OPTION" if grantable else ""))
+    return statements
+
+
 def closed_databases_query() -> str:
     return ("SELECT datname FROM pg_catalog.pg_database WHERE NOT datallowconn AND datname <> 'template0' "
             "ORDER BY datname")

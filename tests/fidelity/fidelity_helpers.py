@@ -186,12 +186,13 @@ def pg_dumpall(project: Project) -> str:
     return normalised(result.stdout.decode())
 
 
-def catalog_facts(project: Project, excluded: tuple[str, ...] = (LEFT_OUT_DATABASE,)) -> str:
+def catalog_facts(project: Project, excluded: tuple[str, ...] = (LEFT_OUT_DATABASE,),
+                  databases_query: str = DATABASES_QUERY) -> str:
     """What pg_dumpall does not print, one fact a line, so that two clusters can be diffed like two dumps."""
     lines: list[str] = []
     parameters = {"excluded": list(excluded)}
     with project.connect() as connection:
-        lines += ["database " + " | ".join(map(repr, row)) for row in connection.execute(DATABASES_QUERY, parameters)]
+        lines += ["database " + " | ".join(map(repr, row)) for row in connection.execute(databases_query, parameters)]
         lines += ["setting " + " | ".join(map(repr, row)) for row in connection.execute(ROLE_SETTINGS_QUERY,
                                                                                          parameters)]
         databases = [row[0] for row in connection.execute(

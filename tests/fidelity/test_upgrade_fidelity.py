@@ -29,11 +29,10 @@ from typing import Any
 import pytest
 from fidelity_helpers import (
     DATABASES_QUERY,
-    EXTENSIONS_QUERY,
     LEFT_OUT_DATABASE,
     PLAIN,
-    ROLE_SETTINGS_QUERY,
     assert_no_difference,
+    catalog_facts,
     cluster,
     manifest_of,
     newest_key,
@@ -211,18 +210,7 @@ def catalog_facts_of_any_major(project: Project) -> str:
     """fidelity_helpers.catalog_facts, on 15 and on 17 or later: 17 renamed pg_database.daticulocale to datlocale
     (the same fact under another name, NULL for a libc database)."""
     query = DATABASES_QUERY if server_major(project) < 17 else DATABASES_QUERY.replace("daticulocale", "datlocale")
-    parameters = {"excluded": [LEFT_OUT_DATABASE]}
-    with project.connect() as connection:
-        lines = ["database " + " | ".join(map(repr, row)) for row in connection.execute(query, parameters)]
-        lines += ["setting " + " | ".join(map(repr, row)) for row in connection.execute(ROLE_SETTINGS_QUERY,
-                                                                                         parameters)]
-        databases = [row[0] for row in connection.execute(
-            "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY 1")]
-    for database in databases:
-        with project.connect(database) as connection:
-            lines += [f"extension {database!r} " + " | ".join(map(repr, row))
-                      for row in connection.execute(EXTENSIONS_QUERY)]
-    return "\n".join(lines)
+    return catalog_facts(project, (LEFT_OUT_DATABASE,), query)
 
 
 def default_versions(project: Project) -> dict[str, str]:

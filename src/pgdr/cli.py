@@ -282,9 +282,7 @@ def verify(ctx: typer.Context, skip_row_counts: Annotated[bool, typer.Option(
 
 @clean_app.command("soft")
 def clean_soft(ctx: typer.Context, yes: YesOption = False, production: ProductionOption = False) -> None:
-    """Drop all user databases, roles and tablespaces (the bootstrap superuser stays), recreate template1 and postgres
-    empty; subscriptions, slots and prepared transactions that block a drop are removed first. The server keeps
-    running."""
+    """Drop user databases, roles, tablespaces (and what blocks a drop); recreate template1 and postgres empty."""
     from pgdr.actions.clean import clean_soft as soft
 
     soft(make_context(ctx, yes, production=production))

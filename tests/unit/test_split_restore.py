@@ -201,7 +201,8 @@ def test_the_serial_redo_recreates_the_database_from_another_one() -> None:
         "pg_restore", "--exit-on-error", "--no-password", "--jobs=1", "--dbname=dbname='postgres'", "--create",
         "/b/x.dump"]
     assert "--dbname=dbname='template1'" in pg_restore_argv("pg_restore", Path("/b/x.dump"), "postgres", 1)
-    assert drop_statements("app") == ['DROP DATABASE IF EXISTS "app" WITH (FORCE)']
+    assert drop_statements("app") == ['ALTER DATABASE "app" IS_TEMPLATE false',
+                                      'DROP DATABASE IF EXISTS "app" WITH (FORCE)']
     assert drop_statements("template1") == ['ALTER DATABASE "template1" IS_TEMPLATE false',
                                             'DROP DATABASE IF EXISTS "template1" WITH (FORCE)']
 

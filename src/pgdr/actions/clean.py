@@ -28,7 +28,6 @@ class Blocker:
     kind: str  # "subscription", "replication slot", "prepared transaction"
     database: str
     name: str
-    active: bool = False
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name} in {self.database}"
@@ -37,7 +36,7 @@ class Blocker:
 def find_blockers(endpoint: Endpoint, databases: list[str]) -> list[Blocker]:
     with session(endpoint) as connection:
         rows = connection.execute(sql.blockers_query(databases)).fetchall()  # type: ignore[call-overload]
-    return [Blocker(str(kind), str(database), str(name), bool(active)) for kind, database, name, active in rows]
+    return [Blocker(str(kind), str(database), str(name)) for kind, database, name in rows]
 
 
 def remove_blockers(endpoint: Endpoint, blockers: list[Blocker], output: Output) -> None:

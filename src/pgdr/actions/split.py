@@ -219,9 +219,9 @@ def is_race(failure: Exception) -> bool:
 
 
 def drop_statements(database: str) -> list[str]:
-    """What the serial redo drops first, connected to maintenance_database(database)."""
-    template = [f"ALTER DATABASE {sql.identifier(database)} IS_TEMPLATE false"] if database == "template1" else []
-    return [*template, sql.drop_database(database)]
+    """What the serial redo drops first, connected to maintenance_database(database): template1, or a user template
+    database, is made an ordinary one first (a template cannot be dropped)."""
+    return sql.drop_any_database(database)
 
 
 def describe_failure(failure: Exception) -> str:

@@ -233,15 +233,15 @@ def drop_role_statements(role: str, superuser: str) -> list[str]:
 # What blocks DROP DATABASE even WITH (FORCE): a subscription in it, a logical replication slot on it, a prepared
 # transaction in it. Each is named and removed before anything is dropped.
 def blockers_query(databases: list[str]) -> str:
-    """One row per blocker of dropping `databases`: kind, database, name, and whether a process holds it."""
+    """One row per blocker of dropping `databases`: kind, database, name."""
     names = ", ".join(literal(name) for name in databases) or "NULL"
     return (
-        "SELECT 'subscription', d.datname, s.subname, s.subenabled FROM pg_catalog.pg_subscription s "
+        "SELECT 'subscription', d.datname, s.subname FROM pg_catalog.pg_subscription s "
         "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid "
         f"WHERE d.datname IN ({names}) "
-        "UNION ALL SELECT 'replication slot', r.database, r.slot_name, r.active FROM pg_catalog.pg_replication_slots r "
+        "UNION ALL SELECT 'replication slot', r.database, r.slot_name FROM pg_catalog.pg_replication_slots r "
         f"WHERE r.database IN ({names}) "
-        "UNION ALL SELECT 'prepared transaction', p.database, p.gid, false FROM pg_catalog.pg_prepared_xacts p "
+        "UNION ALL SELECT 'prepared transaction', p.database, p.gid FROM pg_catalog.pg_prepared_xacts p "
         f"WHERE p.database IN ({names}) ORDER BY 1, 2, 3"
     )
 

@@ -103,7 +103,7 @@ def compressors() -> dict[str, Step]:
     except ImportError:
         pass
     try:
-        from pgdr.compression import make_compressor
+        from pgdr.streams.compression import make_compressor
 
         steps["pgdr make_compressor('gzip')"] = compress_with(lambda: make_compressor("gzip"))
         steps["pgdr make_compressor('zstd')"] = compress_with(lambda: make_compressor("zstd"))
@@ -132,7 +132,7 @@ def pgdr_steps() -> dict[str, Step]:
     except ImportError:
         pass
     try:
-        from pgdr.actions.restore import GlobalsFilter
+        from pgdr.formats.psql_feed import GlobalsFilter
 
         steps["pgdr GlobalsFilter.feed+finish"] = consume_with(lambda: GlobalsFilter("postgres"), "feed", "finish")
     except ImportError:
@@ -172,7 +172,7 @@ def decompressors(data: bytes) -> dict[str, tuple[bytes, Step]]:
     except ImportError:
         pass
     try:
-        from pgdr.compression import make_decompressor
+        from pgdr.streams.compression import make_decompressor
 
         steps["pgdr make_decompressor('gzip')"] = (gzipped, decompress_with(lambda: make_decompressor("gzip"),
                                                                              "finish"))
@@ -312,7 +312,7 @@ def hostile_consumer(name: str) -> tuple[Any, Callable[[Any], str]]:
         import previous_dumpscan
 
         return previous_dumpscan.GlobalsFilter("postgres"), lambda done: ""
-    from pgdr.actions.restore import GlobalsFilter
+    from pgdr.formats.psql_feed import GlobalsFilter
 
     return GlobalsFilter("postgres"), lambda done: ""
 

@@ -3,7 +3,8 @@
 One server per test session on a free loopback port; every test gets its own bucket and SSM path, so tests do
 not see each other's objects. `aws_environment` is what a CLI subprocess needs to reach it (credentials that
 moto accepts, the endpoint, the region) with the machine's own AWS config kept out.
-Import the fixtures into a test module with `from moto_fixtures import moto_server, s3_bucket  # noqa: F401`.
+tests/conftest.py registers this module once for the whole suite (pytest_plugins): a test asks for moto_server,
+s3_bucket, ssm_path or aws_env by name and imports only the plain helpers (MotoServer, aws_project, object_keys...).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Project, project_config
+from harness import Project, project_config
 
 REGION = "us-east-1"
 S3_PREFIX = "postgres/"
@@ -88,7 +89,7 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoSer
 
 def aws_project(project: Project, moto_server: MotoServer, bucket: str, ssm_path: str,
                 targets: tuple[str, ...] = ("s3",), sources: tuple[str, ...] = ("env", "dotenv", "ssm")) -> Project:
-    """Turn the conftest project into one backing up to S3 (keys under `postgres/`) with secrets in SSM."""
+    """Turn the `project` fixture's project into one backing up to S3 (keys under `postgres/`) with secrets in SSM."""
     quoted = ", ".join(f'"{name}"' for name in targets), ", ".join(f'"{name}"' for name in sources)
     text = project_config(project.port).replace('targets = ["local"]', f"targets = [{quoted[0]}]")
     text = text.replace('sources = ["env", "dotenv"]', f'sources = [{quoted[1]}]\nssm_path = "{ssm_path}"')

@@ -38,13 +38,10 @@ class BackupKey:
     compression: str
     safety: bool = False
     encrypted: bool = False
+    format: str = "plain"  # the extension says: "split" for <key>.split/, "plain" for one .sql[.gz|.zst] file
 
     def __str__(self) -> str:
         return self.key
-
-    @property
-    def format(self) -> str:
-        return "split" if self.compression == SPLIT_COMPRESSION else "plain"
 
     def object_key(self, name: str) -> str:
         """Key of one object of a split backup, e.g. <key>/globals.sql.gz."""
@@ -56,9 +53,12 @@ class BackupKey:
 
 
 def compression_of(extension: str) -> str:
-    if extension == SPLIT_EXTENSION:
-        return SPLIT_COMPRESSION
-    return {extension: name for name, extension in EXTENSIONS.items()}[extension]
+    """The compression a key's extension names; a split backup's parts each name their own (SPLIT_COMPRESSION)."""
+    return {extension: name for name, extension in EXTENSIONS.items()}.get(extension, SPLIT_COMPRESSION)
+
+
+def format_of(extension: str) -> str:
+    return "split" if extension == SPLIT_EXTENSION else "plain"
 
 
 def parse_key(key: str) -> BackupKey:
@@ -75,7 +75,8 @@ def parse_key(key: str) -> BackupKey:
         raise UsageError(f"not a backup key: {key!r} (invalid date)", "see `pgdr list`") from None
     if match["day"] != match["stamp"][:8]:
         raise UsageError(f"not a backup key: {key!r} (folder and name dates differ)", "see `pgdr list`")
-    return BackupKey(created, key, compression_of(match["extension"]), bool(match["safety"]), bool(match["age"]))
+    return BackupKey(created, key, compression_of(match["extension"]), bool(match["safety"]), bool(match["age"]),
+                     format_of(match["extension"]))
 
 
 def is_backup_key(key: str) -> bool:
@@ -86,14 +87,20 @@ def is_backup_key(key: str) -> bool:
     return True
 
 
-def make_key(created: datetime, compression: str, safety: bool = False, split: bool = False,
-             encrypted: bool = False) -> BackupKey:
+def make_key(created: datetime, compression: str, safety: bool = False, encrypted: bool = False) -> BackupKey:
+    """The key of a plain backup: one file, its extension naming its compression and encryption."""
+    return parse_key(_stem(created, safety) + EXTENSIONS[compression] + (AGE_EXTENSION if encrypted else ""))
+
+
+def make_split_key(created: datetime, safety: bool = False) -> BackupKey:
+    """The key of a split backup: a folder-like prefix; its parts' names carry their own codecs."""
+    return parse_key(_stem(created, safety) + SPLIT_EXTENSION)
+
+
+def _stem(created: datetime, safety: bool) -> str:
     created = created.astimezone(UTC).replace(microsecond=0)
     stamp = f"{created.year:04d}{created:%m%d-%H%M%S}"  # strftime's %Y does not pad years before 1000
-    prefix = SAFETY_PREFIX if safety else ""
-    extension = SPLIT_EXTENSION if split else EXTENSIONS[compression] + (AGE_EXTENSION if encrypted else "")
-    key = f"{prefix}{stamp[:8]}/postgres-all-{stamp}{extension}"
-    return BackupKey(created, key, SPLIT_COMPRESSION if split else compression, safety, encrypted and not split)
+    return f"{SAFETY_PREFIX if safety else ''}{stamp[:8]}/postgres-all-{stamp}"
 
 
 class TableCount(BaseModel):
@@ -198,34 +205,40 @@ class StoredPart(BaseModel):
     sha256: str
 
 
-class Manifest(BaseModel):
-    """What a finished backup holds; written last, beside the backup."""
+class BackupFacts(BaseModel):
+    """What every backup's manifest says whatever its format, gathered by the backup action before the format
+    writes: the key, the server and tools, what pg_dumpall leaves out, what a target must offer."""
 
     format_version: int = 1
     key: str
-    format: str = "plain"
     compression: str
-    size: int
-    sha256: str
-    uncompressed_size: int
     server_version: str
     pg_dumpall_version: str
     pgdr_version: str
     started_at: datetime
+    encryption: str = "none"
+    requirements: Requirements | None = None  # None: an older manifest (the lexer reads them from the script)
+    database_properties: list[DatabaseProperties] = Field(default_factory=list)
+    left_out: list[LeftOut] = Field(default_factory=list)
+
+
+class Manifest(BackupFacts):
+    """What a finished backup holds; written last, beside the backup."""
+
+    format: str = "plain"
+    size: int
+    sha256: str
+    uncompressed_size: int
     finished_at: datetime
     seconds: dict[str, float] = Field(default_factory=dict)
     databases: list[DatabaseContents] = Field(default_factory=list)
     contains_passwords: bool = False
-    encryption: str = "none"
     parts: list[StoredPart] = Field(default_factory=list)  # split format only
     sections: list[Section] = Field(default_factory=list)  # plain format; none in older manifests
     # how the sections were proven: "restrict" (psql-exact lexer and pg_dump's \restrict keys). Sections of older
     # manifests were found by a line scanner that hostile names could fool: they are never used.
     sections_proof: str = ""
     embedded_secrets: list[EmbeddedSecret] = Field(default_factory=list)
-    requirements: Requirements | None = None  # None: an older manifest (the lexer reads them from the script)
-    database_properties: list[DatabaseProperties] = Field(default_factory=list)
-    left_out: list[LeftOut] = Field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2).encode() + b"\n"

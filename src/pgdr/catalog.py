@@ -75,7 +75,7 @@ def list_backups(storage: Storage, min_size: int, include_safety: bool = False) 
                 record.manifest = read_manifest(storage, key)
             except IntegrityError as error:
                 record.manifest_error = error.message
-        if key.format == "split" and record.manifest is not None:
+        if record.manifest is not None and record.manifest.parts:  # a backup of parts is as big as they are
             record.size = sum(part.size for part in record.manifest.parts)
         records.append(record)
     records.sort(key=lambda record: (record.key.created, record.key.key))

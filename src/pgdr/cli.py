@@ -149,8 +149,8 @@ def backup(ctx: typer.Context) -> None:
 
     Passwords in user mappings or subscriptions: a warning, or a refusal with backup.embedded_secrets = "refuse".
     """
-    from pgdr.actions.backup import backup as take_backup
     from pgdr.observe import observed
+    from pgdr.runbooks.backup import backup as take_backup
 
     context = make_context(ctx)
     with observed(context, "backup") as run:
@@ -169,13 +169,10 @@ def _targets(context: Context, source: str) -> list[str]:
 def list_command(ctx: typer.Context, source: SourceOption = "local", as_json: JsonOption = False,
                  safety: Annotated[bool, typer.Option("--safety", help="Include safety backups.")] = False) -> None:
     """Backups: key, size, created (UTC), verified/unverified, suspicious ones flagged."""
-    from pgdr.catalog import list_backups
-    from pgdr.storage import open_storage
+    from pgdr.actions.listing import backups
 
     context = make_context(ctx, json_mode=as_json)
-    records = []
-    for target in _targets(context, source):
-        records += list_backups(open_storage(context.settings, target), context.settings.backup.min_size, safety)
+    records = backups(context, _targets(context, source), safety)
     if as_json:
         print_json([record.as_json() for record in records])
         return
@@ -195,8 +192,8 @@ def restore_latest(ctx: typer.Context, source: SourceOption = "local", clean: An
         yes: YesOption = False, production: ProductionOption = False, database: DatabaseOption = None,
         allow_suspicious: SuspiciousOption = False) -> None:
     """Restore the newest backup (refused when flagged suspicious, unless --allow-suspicious)."""
-    from pgdr.actions.restore import restore
     from pgdr.observe import observed
+    from pgdr.runbooks.restore import restore
 
     context = make_context(ctx, yes, production=production)
     with observed(context, "restore"):
@@ -210,8 +207,8 @@ def restore_file(ctx: typer.Context, key: Annotated[str | None, typer.Argument(
         "--clean", help="Take a safety backup, drop current databases and roles, then restore.")] = False,
         yes: YesOption = False, production: ProductionOption = False, database: DatabaseOption = None) -> None:
     """Restore a named backup; without KEY, list the backups and ask (on a terminal)."""
-    from pgdr.actions.restore import restore
     from pgdr.observe import observed
+    from pgdr.runbooks.restore import restore
 
     context = make_context(ctx, yes, production=production)
     chosen = key or _choose_key(context, source)
@@ -220,10 +217,9 @@ def restore_file(ctx: typer.Context, key: Annotated[str | None, typer.Argument(
 
 
 def _choose_key(context: Context, source: str) -> str:
-    from pgdr.catalog import list_backups
-    from pgdr.storage import open_storage
+    from pgdr.actions.listing import backups
 
-    records = list_backups(open_storage(context.settings, source), context.settings.backup.min_size)
+    records = backups(context, [source])
     if not context.output.interactive:
         raise UsageError("restore file needs a KEY when not on a terminal", "see `pgdr list` for the keys")
     if not records:
@@ -316,8 +312,8 @@ def recover(ctx: typer.Context, source: SourceOption = "local",
             = False, yes: YesOption = False, production: ProductionOption = False, as_json: JsonOption = False,
             allow_suspicious: SuspiciousOption = False) -> None:
     """One-command recovery: up -> restore -> secrets -> init -> verify, timed (RTO). Safe to re-run."""
-    from pgdr.actions.recover import recover as run_recover
     from pgdr.observe import observed
+    from pgdr.runbooks.recover import recover as run_recover
 
     context = make_context(ctx, yes, json_mode=as_json, production=production)
     with _json_report_on_failure(as_json), observed(context, "recover") as run:
@@ -333,11 +329,12 @@ def drill(ctx: typer.Context, source: SourceOption = "local",
           history: Annotated[bool, typer.Option("--history", help="Show past drills instead of running one.")]
           = False, as_json: JsonOption = False) -> None:
     """Rehearse recovery in a scratch cluster (live data untouched), measure the RTO, record it."""
-    from pgdr.actions import recover as recovery
+    from pgdr.drill_history import drill_history
+    from pgdr.runbooks import recover as recovery
 
     context = make_context(ctx, json_mode=as_json)
     if history:
-        entries = recovery.drill_history(context, source)
+        entries = drill_history(context, source)
         if as_json:
             print_json(entries)
         else:
@@ -379,7 +376,7 @@ def _print_drills(output: Output, entries: list[dict[str, object]]) -> None:
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Run the whole runbook on the config's local cluster: up, init, sample data, backup, destroy, recover."""
-    from pgdr.actions.demo import run_demo
+    from pgdr.runbooks.demo import run_demo
 
     run_demo(make_context(ctx, yes=True))
 

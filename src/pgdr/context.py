@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from pgdr.config import Settings
-from pgdr.errors import Refused
-from pgdr.postgres.binaries import Toolset, find_toolset, server_major
+from pgdr.errors import BinariesError, ClusterError, Refused
+from pgdr.postgres.binaries import CLIENT_TOOLS, Toolset, find_toolset, server_major, too_old
 from pgdr.postgres.cluster import ExternalServer, LocalCluster
 from pgdr.postgres.connect import ADMIN_SESSION_OPTIONS, Endpoint, session
 from pgdr.secrets import SecretResolver, make_resolver
@@ -22,6 +22,7 @@ class Context:
     resolver: SecretResolver | None = None
     lock_wait: float = 0.0
     i_mean_production: bool = False
+    _toolset: Toolset | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.resolver is None:
@@ -56,9 +57,33 @@ class Context:
         return server_major(row[0]), row[1]
 
     def client_tools(self, required: tuple[str, ...] = ("psql", "pg_dumpall")) -> tuple[Toolset, int]:
-        """Client binaries at least as new as the running server (checked before any work starts)."""
+        """The command's client tools and the running server's major, checked before any work starts: tools older
+        than the server are refused. One installation serves the whole command (see toolset)."""
         major, _ = self.server_version()
-        return find_toolset(self.settings.postgres.bin_dir, required, minimum_major=major), major
+        toolset = self.toolset(major)
+        if toolset.major < major:
+            raise too_old(major, [toolset.major])
+        for name in required:
+            toolset.path(name)
+        return toolset, major
+
+    def toolset(self, major: int) -> Toolset:
+        """The installation every tool of this command comes from, chosen once (major: the running server's).
+        Local mode: the managed cluster's own, its server and client tools in one folder. External mode, or a local
+        data directory no installation found can run (bin_dir already on the next major, docs/UPGRADE.md): client
+        tools alone, the first installation in discovery order at least as new as the server."""
+        if self._toolset is None:
+            self._toolset = self._cluster_toolset() or find_toolset(self.settings.postgres.bin_dir, CLIENT_TOOLS,
+                                                                    minimum_major=major)
+        return self._toolset
+
+    def _cluster_toolset(self) -> Toolset | None:
+        if not self.is_local:
+            return None
+        try:
+            return self.cluster.tools()
+        except (ClusterError, BinariesError):
+            return None
 
     def confirm_destructive(self, what: str) -> None:
         """Ask on a terminal; refuse without one unless --yes. Production also needs the cluster name typed,

@@ -117,10 +117,14 @@ class RtoExceeded(PgdrError):
 
 
 class StageFailed(PgdrError):
-    """One stage of a process pipeline failed; names the stage and the tail of its stderr."""
+    """One stage of a process pipeline failed; names the stage and the tail of its stderr. Its exit code is the
+    class of work the stage belongs to (a dump: BACKUP_FAILED, reading a backup's archive: INTEGRITY, ...), given
+    where the process is started, so a failure nobody translates still exits with a code that says what failed."""
 
-    def __init__(self, stage: str, message: str, stderr_tail: str = "", hint: str = "") -> None:
+    def __init__(self, stage: str, message: str, stderr_tail: str = "", hint: str = "",
+                 exit_code: ExitCode = ExitCode.UNEXPECTED) -> None:
         super().__init__(f"{stage} failed: {message}", hint)
+        self.exit_code = exit_code
         self.stage = stage
         self.detail = message
         self.stderr_tail = stderr_tail

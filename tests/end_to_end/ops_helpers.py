@@ -14,7 +14,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import Project
+from harness import Project
 from pgdr.artifact import MANIFEST_SUFFIX, make_key
 
 

@@ -9,18 +9,17 @@ import subprocess
 import sys
 
 import pytest
-from e2e_helpers import (
+
+from end_to_end.e2e_helpers import (
     assert_no_password_in_dump,
     backup_path,
     fails,
     fake_bin_dir,
     keys,
     list_json,
-    live,
     tree_snapshot,
 )
-
-from conftest import count_orders, load_sample_data
+from harness import count_orders, load_sample_data
 
 FAKE_PG_DUMPALL = {
     # dies with an error status after part of the dump
@@ -32,7 +31,6 @@ FAKE_PG_DUMPALL = {
 }
 
 
-FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
 
 
 def test_backup_of_a_stopped_server_fails_with_a_hint_and_leaves_no_file_at_all(live):

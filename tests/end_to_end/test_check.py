@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from ops_helpers import fabricate, only_backup, path_of, write_history
-
-from conftest import Project
+from end_to_end.ops_helpers import fabricate, only_backup, path_of, write_history
+from harness import Project
 from pgdr.artifact import MANIFEST_SUFFIX
 
 CHECK_FAILED = 15

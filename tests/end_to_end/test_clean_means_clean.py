@@ -17,11 +17,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from e2e_helpers import fails, keys, live, manifest_path, recorded
 
-from conftest import Project, count_orders, load_sample_data
-
-FIXTURES = (live,)
+from end_to_end.e2e_helpers import fails, keys, manifest_path, recorded
+from harness import Project, count_orders, load_sample_data
 
 BLOCKER_SETTINGS = ('settings = { fsync = false, synchronous_commit = false, full_page_writes = false, '
                     'wal_level = "logical", max_prepared_transactions = 4, max_replication_slots = 4, '

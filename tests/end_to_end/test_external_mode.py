@@ -5,9 +5,9 @@ Backup, restore --clean, init and verify work; `clean hard` only ever runs the c
 from __future__ import annotations
 
 import pytest
-from e2e_helpers import assert_users_log_in, fails, keys, list_json, recorded, server_state
 
-from conftest import Project, clean_environment, count_orders, load_sample_data, project_config, write_dotenv
+from end_to_end.e2e_helpers import assert_users_log_in, fails, keys, list_json, recorded, server_state
+from harness import Project, clean_environment, count_orders, load_sample_data, project_config, write_dotenv
 
 
 def external_project(root, server, extra: str = "") -> Project:

@@ -5,9 +5,9 @@ init with its name; shell migrations get the secrets in their environment (and n
 from __future__ import annotations
 
 import pytest
-from e2e_helpers import fails, recorded
 
-from conftest import USER_PASSWORD
+from end_to_end.e2e_helpers import fails, recorded
+from harness import USER_PASSWORD
 
 ORDER_TABLE = "CREATE TABLE IF NOT EXISTS public.migration_log (step text, at timestamptz DEFAULT clock_timestamp());"
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from ops_helpers import set_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Project
+from end_to_end.ops_helpers import set_config
+from harness import Project
 from pgdr.artifact import MANIFEST_SUFFIX
 
 

@@ -15,9 +15,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from e2e_helpers import keys
 
-from conftest import count_orders, load_sample_data
+from end_to_end.e2e_helpers import keys
+from harness import count_orders, load_sample_data
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo"

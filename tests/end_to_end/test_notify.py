@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_helpers import Receiver
 
-from conftest import Project
+from end_to_end.ops_helpers import Receiver
+from harness import Project
 from pgdr import __version__
 
 TOKEN_PATH = "/hook/T0KEN-in-the-path"

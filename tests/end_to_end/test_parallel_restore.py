@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count_orders, load_sample_data
 from end_to_end.e2e_helpers import fake_bin_dir
+from harness import count_orders, load_sample_data
 
 
 def other_rows(project, database: str) -> int:

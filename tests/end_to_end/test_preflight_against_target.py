@@ -12,12 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from e2e_helpers import fails, keys, live, manifest_path, newer_binaries, on_the_newer_major, server_major, server_state
-
-from conftest import chown_to_postgres, load_sample_data
+from end_to_end.e2e_helpers import fails, keys, manifest_path, newer_binaries, server_major, server_state
+from harness import chown_to_postgres, load_sample_data
 from pgdr.postgres.binaries import version_of
-
-FIXTURES = (live, on_the_newer_major)  # pytest finds the shared fixture here; named so linters see it used
 
 
 def assert_untouched(project, before: dict[str, object]) -> None:

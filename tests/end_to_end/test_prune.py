@@ -8,12 +8,12 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
-from e2e_helpers import fails, keys
-from ops_helpers import fabricate, local_keys, only_backup, rekeyed_manifest, set_config
 
-from conftest import Project
+from end_to_end.e2e_helpers import fails, keys
+from end_to_end.ops_helpers import fabricate, local_keys, only_backup, rekeyed_manifest, set_config
 from faults.fault_helpers import held_input_bin_dir, mark_file
-from moto_fixtures import S3_PREFIX, aws_project, moto_server, object_keys, s3_bucket, ssm_path  # noqa: F401
+from harness import Project
+from moto_fixtures import S3_PREFIX, aws_project, object_keys
 from pgdr.artifact import MANIFEST_SUFFIX, make_key
 from pgdr.drill_lock import marker_key
 from sync_helpers import poll_until
@@ -138,7 +138,7 @@ def test_prune_leaves_the_backup_a_running_drill_reads(running_project: Project)
 
 
 @pytest.mark.s3
-def test_prune_in_s3(running_project: Project, moto_server, s3_bucket, ssm_path):  # noqa: F811
+def test_prune_in_s3(running_project: Project, moto_server, s3_bucket, ssm_path):
     project = aws_project(running_project, moto_server, s3_bucket, ssm_path, targets=("s3",))
     set_config(project, "[retention]\nenabled = true\nkeep_last = 9\nkeep_daily = 0\nkeep_weekly = 0\n"
                         "keep_monthly = 0\n\n[retention.s3]\nkeep_last = 1\n")  # the override is what applies

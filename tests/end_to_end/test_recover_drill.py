@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from e2e_helpers import (
+
+from end_to_end.e2e_helpers import (
     assert_users_log_in,
     backup_path,
     fails,
@@ -25,15 +26,13 @@ from e2e_helpers import (
     server_state,
     tree_snapshot,
 )
-
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, count_orders, load_sample_data
-from moto_fixtures import S3_PREFIX, aws_project, moto_server, object_keys, s3_bucket, ssm_path
+from harness import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, count_orders, load_sample_data
+from moto_fixtures import S3_PREFIX, aws_project, object_keys
 
 STEPS = ["up", "restore", "secrets", "init", "verify"]
 RTO_LINE = re.compile(r"^✅ Recovered \S+: RTO \d+\.\d+s \(up \d+\.\d+s, restore \d+\.\d+s, secrets \d+\.\d+s, "
                       r"init \d+\.\d+s, verify \d+\.\d+s\)$", re.MULTILINE)
 DRILL_LINE = re.compile(r"scratch cluster on port (\d+) \((\S+)\)")
-S3_FIXTURES = (moto_server, s3_bucket, ssm_path)  # pytest finds them here; named so linters see them used
 SECRETS = {"POSTGRES_PASSWORD": SUPERUSER_PASSWORD, "POSTGRES_DEMO_USER_PASSWORD": USER_PASSWORD,
            "POSTGRES_DEMO_READONLY_PASSWORD": READONLY_PASSWORD}
 

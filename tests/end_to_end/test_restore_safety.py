@@ -12,22 +12,19 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from e2e_helpers import (
+
+from end_to_end.e2e_helpers import (
     backup_path,
     decompress,
     fails,
     keys,
     list_json,
-    live,
     manifest_path,
     run_in_terminal,
     server_state,
     tree_snapshot,
 )
-
-from conftest import count_orders, load_sample_data
-
-FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
+from harness import count_orders, load_sample_data
 
 
 @pytest.fixture

@@ -7,20 +7,8 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
-from e2e_helpers import (
-    assert_users_log_in,
-    backup_path,
-    fails,
-    keys,
-    list_json,
-    live,
-    real_bin_dir,
-    server_state,
-)
-
-from conftest import SUPERUSER_PASSWORD, count_orders, load_sample_data
-
-FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
+from end_to_end.e2e_helpers import assert_users_log_in, backup_path, fails, keys, list_json, real_bin_dir, server_state
+from harness import SUPERUSER_PASSWORD, count_orders, load_sample_data
 
 
 def test_soft_clean_then_restore_latest_init_verify_brings_data_and_logins_back(live):

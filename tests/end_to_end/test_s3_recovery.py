@@ -13,14 +13,13 @@ import subprocess
 import sys
 
 import pytest
-from e2e_helpers import fails, fake_bin_dir, list_json, real_bin_dir, recorded, server_state, tree_snapshot
 
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, count_orders, load_sample_data
-from moto_fixtures import S3_PREFIX, aws_project, moto_server, object_keys, pending_uploads, s3_bucket, ssm_path
+from end_to_end.e2e_helpers import fails, fake_bin_dir, list_json, real_bin_dir, recorded, server_state, tree_snapshot
+from harness import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, count_orders, load_sample_data
+from moto_fixtures import S3_PREFIX, aws_project, object_keys, pending_uploads
 from s3_proxy import CuttingProxy
 
 pytestmark = pytest.mark.s3
-FIXTURES = (moto_server, s3_bucket, ssm_path)  # pytest finds them here; named so linters see them used
 SECRETS = {"POSTGRES_PASSWORD": SUPERUSER_PASSWORD, "POSTGRES_DEMO_USER_PASSWORD": USER_PASSWORD,
            "POSTGRES_DEMO_READONLY_PASSWORD": READONLY_PASSWORD}
 LEGACY_KEY = "20240315/postgres-all-20240315-020000.sql.gz"

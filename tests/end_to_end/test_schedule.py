@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ops_helpers import set_config
 
-from conftest import Project
+from end_to_end.ops_helpers import set_config
+from harness import Project
 
 CALENDARS = {"backup": "*-*-* 02:00:00", "prune": "*-*-* 03:00:00", "drill": "*-*-01 04:00:00",
              "check": "*-*-* *:15:00"}

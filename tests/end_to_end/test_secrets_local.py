@@ -8,32 +8,23 @@ import os
 import sys
 
 from dotenv import dotenv_values
-from e2e_helpers import (
+
+from end_to_end.e2e_helpers import (
     PASSWORDS,
     USERS,
     assert_no_password_in_dump,
     assert_users_log_in,
     dotenv_mode,
     fails,
-    live,
     recorded,
     user_can_log_in,
 )
-
-from conftest import (
-    READONLY_PASSWORD,
-    SUPERUSER_PASSWORD,
-    USER_PASSWORD,
-    count_orders,
-    load_sample_data,
-    project_config,
-)
 from file_creation import creation_modes_of, traced
+from harness import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, count_orders, load_sample_data, project_config
 
 SECRET_NAMES = ("POSTGRES_PASSWORD", "POSTGRES_DEMO_USER_PASSWORD", "POSTGRES_DEMO_READONLY_PASSWORD")
 
 
-FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
 
 
 def test_passwords_appear_in_no_backup_and_in_no_output_of_the_whole_runbook(live):

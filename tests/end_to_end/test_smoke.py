@@ -1,4 +1,4 @@
-from conftest import count_orders, load_sample_data
+from harness import count_orders, load_sample_data
 
 
 def test_backup_then_restore_latest_after_accidental_data_loss(running_project):

@@ -3,14 +3,15 @@ end to end against a real server."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import pytest
-from e2e_helpers import server_state
 
-from age_payload import assert_encrypted_gzip_dump
-from conftest import count_orders, load_sample_data, needs_pyrage
+from age_payload import AGE_HEADER, ZSTD_MAGIC, age_payload, assert_encrypted_gzip_dump, decompresses
+from end_to_end.e2e_helpers import server_state
+from harness import count_orders, load_sample_data, needs_pyrage
 
 
 def configure(project, text: str) -> None:
@@ -101,6 +102,29 @@ def test_corrupt_split_part_is_refused_before_the_server_is_touched(split_projec
     assert server_state(split_project) == before, "the globals part (roles) was restored before the check failed"
 
 
+def test_an_archive_that_matches_a_forged_manifest_but_pg_restore_cannot_read_is_an_integrity_error(split_project):
+    """Someone who can write the backup dir replaces an archive and fixes the manifest's size and sha256: the
+    checksums pass, pg_restore --list refuses the archive, and that is exit 9 (integrity), not 1 (a bug)."""
+    split_project.ok("backup")
+    split_project.ok("clean", "soft", "--yes")
+    before = server_state(split_project)
+    key = newest(split_project)["key"]
+    manifest_path = split_project.backups / (key + ".manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    forged = b"PGDMP" + b"\x00" * 4096
+    part = next(part for part in manifest["parts"] if part["database"] == "other")
+    (split_project.backups / key / part["name"]).write_bytes(forged)
+    part["size"], part["sha256"] = len(forged), hashlib.sha256(forged).hexdigest()
+    manifest["size"] = sum(item["size"] for item in manifest["parts"])
+    manifest["sha256"] = hashlib.sha256("".join(f"{item['name']}:{item['sha256']}\n"
+                                                for item in manifest["parts"]).encode()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    result = split_project.pgdr("restore", "latest")
+    assert result.returncode == 9, result.stderr
+    assert f"pg_restore --list {part['name']}" in result.stderr and "Traceback" not in result.stderr
+    assert server_state(split_project) == before, "the server was touched before the archive was read"
+
+
 def test_prune_removes_every_part_of_a_split_backup(split_project):
     split_project.ok("backup")
     first = newest(split_project)["key"]
@@ -159,6 +183,59 @@ def test_encrypted_backup_restores_with_the_identity_and_is_refused_without_it(e
     assert age_keys[1] not in restored.stdout + restored.stderr
     encrypted_project.ok("init")
     assert count_orders(encrypted_project) == 1500
+
+
+def split_parts(project, key: str) -> dict[str | None, bytes]:
+    manifest = json.loads((project.backups / (key + ".manifest.json")).read_text())
+    return {part["database"]: (project.backups / key / part["name"]).read_bytes() for part in manifest["parts"]} | {
+        "names": [part["name"] for part in manifest["parts"]]}  # type: ignore[dict-item]
+
+
+def test_split_backup_compresses_its_parts_with_backup_compression(split_project):
+    config = split_project.config.read_text().replace('compression = "gzip"\n', 'compression = "zstd"\n')
+    split_project.config.write_text(config)
+    split_project.ok("backup")
+    key = newest(split_project)["key"]
+    parts = split_parts(split_project, key)
+    assert parts["names"][0] == "globals.sql.zst"
+    assert all(name.endswith(".dump.zst") for name in parts["names"][1:]), parts["names"]
+    assert all(data.startswith(ZSTD_MAGIC) for name, data in parts.items() if name != "names")
+    split_project.ok("clean", "soft", "--yes")
+    split_project.ok("restore", "latest")
+    split_project.ok("init")
+    assert count_orders(split_project) == 2000 and other_database_rows(split_project) == 77
+
+
+@needs_pyrage
+def test_split_backup_encrypted_with_age_restores_only_with_the_identity(split_project, age_keys):
+    configure(split_project, f'encryption = "age"\nage_recipients = ["{age_keys[0]}"]')
+    split_project.ok("backup")
+    record = newest(split_project)
+    assert record["key"].endswith(".split") and record["verified"]
+    parts = split_parts(split_project, record["key"])
+    assert parts["names"][0] == "globals.sql.gz.age"
+    assert all(name.endswith(".dump.age") for name in parts["names"][1:]), parts["names"]
+    for name, data in parts.items():
+        if name != "names":
+            assert data.startswith(AGE_HEADER) and not decompresses(age_payload(data)), name
+            assert b"orders" not in data and b"CREATE ROLE" not in data, name
+    split_project.ok("clean", "soft", "--yes")
+    before = server_state(split_project)
+    missing = split_project.pgdr("restore", "latest")
+    assert missing.returncode == 6 and "PGDR_AGE_IDENTITY" in missing.stderr, missing.stderr
+    assert server_state(split_project) == before, "the server was touched before the identity was known"
+    restored = split_project.pgdr("restore", "latest", env={"PGDR_AGE_IDENTITY": age_keys[1]})
+    assert restored.returncode == 0, restored.stderr
+    assert age_keys[1] not in restored.stdout + restored.stderr
+    assert not list(split_project.backups.glob(".pgdr-archives-*")), "decrypted archives were left behind"
+    split_project.ok("init")
+    assert count_orders(split_project) == 2000 and other_database_rows(split_project) == 77
+    with split_project.connect("other") as connection:
+        connection.execute("INSERT INTO t VALUES (0)")
+    one = split_project.pgdr("restore", "latest", "--database", "other", "--clean", "--yes",
+                             env={"PGDR_AGE_IDENTITY": age_keys[1]})
+    assert one.returncode == 0, one.stderr
+    assert other_database_rows(split_project) == 77
 
 
 def test_encryption_config_without_recipients_is_a_config_error(project):

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import fails, fake_bin_dir
 
-from conftest import server_bin_dir
+from end_to_end.e2e_helpers import fails, fake_bin_dir
+from harness import server_bin_dir
 
 REPEATS = 6
 REDO_WARNING = "restoring it again with pg_restore --jobs 1"

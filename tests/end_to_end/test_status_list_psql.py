@@ -8,11 +8,8 @@ import json
 import time
 from datetime import datetime
 
-from e2e_helpers import fails, keys, list_json, live, tree_snapshot
-
-from conftest import load_sample_data
-
-FIXTURES = (live,)  # pytest finds the shared fixture here; named so linters see it used
+from end_to_end.e2e_helpers import fails, keys, list_json, tree_snapshot
+from harness import load_sample_data
 
 
 def test_list_json_flags_backups_under_min_size_and_under_half_the_previous(live):

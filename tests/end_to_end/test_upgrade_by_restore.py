@@ -12,21 +12,9 @@ import json
 import os
 from pathlib import Path
 
-from e2e_helpers import (
-    assert_users_log_in,
-    fails,
-    keys,
-    live,
-    manifest_path,
-    newer_binaries,
-    on_the_newer_major,
-    server_major,
-)
-
-from conftest import count_orders, load_sample_data
+from end_to_end.e2e_helpers import assert_users_log_in, fails, keys, manifest_path, newer_binaries, server_major
+from harness import count_orders, load_sample_data
 from pgdr.postgres.binaries import version_of
-
-FIXTURES = (live, on_the_newer_major)  # pytest finds the shared fixture here; named so linters see it used
 
 
 def test_the_older_major_moves_to_the_newer_by_clean_hard_up_restore_init_verify(on_the_newer_major):

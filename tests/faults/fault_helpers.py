@@ -3,8 +3,8 @@ fast), fake binaries that throttle the real ones, pgdr runs that can be signalle
 case makes (the documented exit code, one error line naming the stage and the fix, nothing a later `list` or
 `restore latest` would take, the server unchanged).
 
-The end-to-end helpers are reused from tests/end_to_end (a namespace package under tests/, which pytest puts on
-sys.path for the rootdir conftest).
+The end-to-end helpers are reused from end_to_end.e2e_helpers: every helper module is imported by its path from
+tests/, which pytest puts on sys.path for the rootdir conftest (see tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -22,16 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import (
-    Project,
-    clean_environment,
-    free_port,
-    load_sample_data,
-    project_config,
-    run_as_postgres_kwargs,
-    server_bin_dir,
-    write_dotenv,
-)
 from end_to_end.e2e_helpers import (
     PASSWORDS,
     RecordingProject,
@@ -42,6 +32,16 @@ from end_to_end.e2e_helpers import (
     recorded,
     server_state,
     tree_snapshot,
+)
+from harness import (
+    Project,
+    clean_environment,
+    free_port,
+    load_sample_data,
+    project_config,
+    run_as_postgres_kwargs,
+    server_bin_dir,
+    write_dotenv,
 )
 from moto_fixtures import REGION, MotoServer, object_keys, pending_uploads
 
@@ -64,7 +64,7 @@ def cluster_project(config_prefix: str = "", config_suffix: str = "", settings: 
     that many sample orders are loaded and backed up first.
 
     config_prefix goes before [postgres] (top-level keys such as environment = "production"); settings replaces
-    the [postgres] settings table of the conftest config.
+    the [postgres] settings table of harness.project_config.
     """
     workdir = Path(tempfile.mkdtemp(prefix="pgdr-faults-"))
     workdir.chmod(0o755)

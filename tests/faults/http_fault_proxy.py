@@ -1,8 +1,11 @@
 """An HTTP-aware fault proxy in front of moto's server: it parses each S3 request, names its operation
 (UploadPart, GetObject, ...) and applies the first matching fault, else forwards the request untouched.
 
-Faults (each for `times` matching requests, after letting `skip` through; times=None: for good):
+Faults (each for `times` matching requests, after letting `skip` through; times=None: for good; with
+`above_part`, only UploadPart requests whose partNumber is above it match):
 - "503":     answer `503 Service Unavailable` (S3's ServiceUnavailable error) without forwarding;
+- "refuse":  answer `status` with S3 error `code` without forwarding (by default 400 InvalidArgument, what a
+             provider answers to an UploadPart beyond its part limit: use `above_part` for that);
 - "reset":   reset the client's connection as soon as the request head arrived (a dropped network);
 - "cut":     forward, pass `after_bytes` of the response body, then reset (a download cut midway), once the
              client's kernel has acknowledged those bytes: the client reads every one of them before the reset;
@@ -14,7 +17,7 @@ Faults (each for `times` matching requests, after letting `skip` through; times=
 - "trickle": forward, then send the response body in 64 KiB pieces `seconds` apart (a slow download).
 
 `Expect: 100-continue` (botocore sends it with every upload body) is answered by the proxy itself, so a "503"
-fault is answered before the body is sent, as S3 does, and the body is never sent upstream twice.
+or "refuse" fault is answered before the body is sent, as S3 does, and the body is never sent upstream twice.
 Start with `FaultProxy(moto_port, [Fault(...)]).start()`; `log` lists (operation, action) per request, and
 `requests` the requests themselves (method, target, headers such as Range), in the order they arrived.
 """
@@ -32,25 +35,32 @@ from s3_proxy import LoopbackProxy, delivered, reset
 
 ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnavailable</Code>'
               b"<Message>Service is unable to handle request (injected by the fault proxy).</Message></Error>")
+REFUSAL_MESSAGE = "Part number must be an integer between 1 and the provider's limit (injected by the fault proxy)."
+STATUS_REASONS = {400: "Bad Request", 403: "Forbidden", 503: "Service Unavailable"}
 PIECE = 64 * 1024
 
 
 @dataclass
 class Fault:
     operation: str  # S3 operation name, or "*" for every request
-    action: str  # "503" | "reset" | "cut" | "delay" | "hold" | "stall" | "trickle"
+    action: str  # "503" | "refuse" | "reset" | "cut" | "delay" | "hold" | "stall" | "trickle"
     times: int | None = 1
     path_suffix: str = ""  # only requests whose path ends so, e.g. ".sql" (the backup, not its manifest)
     skip: int = 0
     seconds: float = 0.0
     after_bytes: int = 0
     release: threading.Event = field(default_factory=threading.Event)  # "hold": set it to let the requests go
+    above_part: int = 0  # only UploadPart requests with a higher partNumber (0: any request)
+    status: int = 400  # "refuse": the HTTP status and S3 error code answered
+    code: str = "InvalidArgument"
     seen: int = 0
     applied: int = 0
 
-    def take(self, operation: str, path: str) -> bool:
+    def take(self, operation: str, path: str, part_number: int = 0) -> bool:
         """Does this fault apply to this request? (counts it)"""
         if self.operation not in ("*", operation) or not path.endswith(self.path_suffix):
+            return False
+        if self.above_part and part_number <= self.above_part:
             return False
         self.seen += 1
         if self.seen <= self.skip or (self.times is not None and self.applied >= self.times):
@@ -68,6 +78,12 @@ class Request:
 
     def header(self, name: str) -> str:
         return next((value for key, value in self.headers if key.lower() == name), "")
+
+    @property
+    def part_number(self) -> int:
+        """An UploadPart's partNumber, else 0."""
+        values = parse_qs(urlsplit(self.target).query).get("partNumber", [])
+        return int(values[0]) if values and values[0].isdigit() else 0
 
     @property
     def operation(self) -> str:
@@ -182,7 +198,7 @@ class FaultProxy(LoopbackProxy):
     def _fault_for(self, request: Request) -> Fault | None:
         operation, path = request.operation, urlsplit(request.target).path
         with self._lock:
-            fault = next((fault for fault in self.faults if fault.take(operation, path)), None)
+            fault = next((fault for fault in self.faults if fault.take(operation, path, request.part_number)), None)
             self.log.append((operation, fault.action if fault else "forward"))
             self.requests.append(request)
             return fault
@@ -211,8 +227,8 @@ class FaultProxy(LoopbackProxy):
                     reset(client)
                     return
                 expects = request.header("expect").lower() == "100-continue"
-                if action == "503":
-                    client.sendall(self._error_response(close=expects))
+                if action in ("503", "refuse"):
+                    client.sendall(self._error_response(close=expects, fault=fault))
                     if expects:  # the body is never sent: the connection cannot carry another request
                         return
                     self._read_body(reader, request)
@@ -254,10 +270,14 @@ class FaultProxy(LoopbackProxy):
                 raise Closed
 
     @staticmethod
-    def _error_response(close: bool) -> bytes:
-        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
-                f"Content-Length: {len(ERROR_BODY)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n")
-        return head.encode() + ERROR_BODY
+    def _error_response(close: bool, fault: Fault | None = None) -> bytes:
+        status, body = 503, ERROR_BODY
+        if fault is not None and fault.action == "refuse":
+            status, body = fault.status, (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault.code}</Code>'
+                                          f"<Message>{REFUSAL_MESSAGE}</Message></Error>").encode()
+        head = (f"HTTP/1.1 {status} {STATUS_REASONS.get(status, 'Error')}\r\nContent-Type: application/xml\r\n"
+                f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n")
+        return head.encode() + body
 
     def _relay_response(self, upstream: BinaryIO, client: socket.socket, method: str, fault: Fault | None) -> bool:
         """Relay one response (with the fault's damage); True when the upstream connection can be reused."""

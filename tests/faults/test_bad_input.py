@@ -12,12 +12,10 @@ builder (tests/unit/test_sql.py::test_quoting_round_trips_for_any_text).
 from __future__ import annotations
 
 import pytest
-from fault_helpers import assert_clean_failure, cluster_project, new_bucket, tree_snapshot, use_s3
 
-from moto_fixtures import moto_server
+from faults.fault_helpers import assert_clean_failure, cluster_project, new_bucket, tree_snapshot, use_s3
 
 pytestmark = pytest.mark.s3
-FIXTURES = (moto_server,)
 TRAVERSALS = ["../../etc/passwd", "/etc/passwd", "20251116/../../../etc/passwd",
               "20251116/postgres-all-20251116-095831.sql.gz/../../../../etc/passwd",
               "../20251116/postgres-all-20251116-095831.sql.gz",

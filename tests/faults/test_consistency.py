@@ -14,9 +14,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from fault_helpers import cluster_project, real_bin_dir
 
-from conftest import SUPERUSER_PASSWORD, clean_environment
+from faults.fault_helpers import cluster_project, real_bin_dir
+from harness import SUPERUSER_PASSWORD, clean_environment
 from sync_helpers import poll_until
 
 DATABASES = ("bench_a", "bench_b")

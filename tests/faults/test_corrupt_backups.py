@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import zstandard
-from fault_helpers import (
+
+from faults.fault_helpers import (
     assert_clean_failure,
     cluster_project,
     list_json,
@@ -31,12 +32,9 @@ from fault_helpers import (
     tree_snapshot,
     use_s3,
 )
-
-from conftest import count_orders, load_sample_data
-from moto_fixtures import moto_server
+from harness import count_orders, load_sample_data
 
 pytestmark = pytest.mark.s3
-FIXTURES = (moto_server,)
 PREFIX = "base/"
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_helpers import (
+
+from faults.fault_helpers import (
     assert_clean_failure,
     assert_no_new_backup,
     cluster_project,
@@ -28,8 +29,7 @@ from fault_helpers import (
     tree_snapshot,
     wait_for,
 )
-
-from conftest import count_orders
+from harness import count_orders
 from small_filesystem import KINDS, small_filesystem
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import Project, needs_pyrage
+from harness import Project, needs_pyrage
 
 DATABASES = 300
 FILE_LIMIT = 256

@@ -8,10 +8,13 @@ Covered elsewhere, not repeated: the local round trip, no identity (exit 6) and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
-from fault_helpers import (
+
+from age_payload import AGE_HEADER, assert_encrypted_gzip_dump
+from faults.fault_helpers import (
     assert_clean_failure,
     cluster_project,
     list_json,
@@ -20,13 +23,9 @@ from fault_helpers import (
     tree_snapshot,
     use_s3,
 )
-
-from age_payload import AGE_HEADER, assert_encrypted_gzip_dump
-from conftest import count_orders, load_sample_data, needs_pyrage
-from moto_fixtures import moto_server
+from harness import count_orders, load_sample_data, needs_pyrage
 
 pytestmark = [pytest.mark.s3, needs_pyrage]  # every test here is about age encryption
-FIXTURES = (moto_server,)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +68,34 @@ def test_an_encrypted_backup_in_s3_restores_only_with_the_identity(encrypted, mo
     restored = encrypted.ok("restore", "latest", "--from", "s3", env={"PGDR_AGE_IDENTITY": encrypted.identity})
     assert encrypted.identity not in restored.stdout + restored.stderr
     assert (encrypted.backups / key).read_bytes().startswith(AGE_HEADER), "the local copy is not encrypted"
+    encrypted.ok("init")
+    encrypted.ok("verify")
+    assert count_orders(encrypted) == 1200
+
+
+def test_a_split_backup_encrypted_in_s3_is_checked_and_restored_part_by_part(encrypted, moto_server):
+    """Runs after the plain test above: the same project, now split and zstd."""
+    config = encrypted.config.read_text().replace('compression = "gzip"\n', 'compression = "zstd"\nformat = "split"\n')
+    encrypted.config.write_text(config)
+    encrypted.ok("backup")
+    record = list_json(encrypted, "--from", "s3")[-1]
+    key = str(record["key"])
+    assert key.endswith(".split") and record["verified"]
+    s3 = moto_server.client("s3")
+    manifest = json.loads(s3.get_object(Bucket=encrypted.bucket, Key=f"base/{key}.manifest.json")["Body"].read())
+    names = [part["name"] for part in manifest["parts"]]
+    assert names[0] == "globals.sql.zst.age" and all(name.endswith(".dump.zst.age") for name in names[1:]), names
+    for name in names:
+        body = s3.get_object(Bucket=encrypted.bucket, Key=f"base/{key}/{name}")["Body"].read()
+        assert body.startswith(AGE_HEADER) and b"orders" not in body, name
+    encrypted.ok("clean", "soft", "--yes")
+    state = server_state(encrypted)
+    missing = encrypted.pgdr("restore", "latest", "--from", "s3")
+    assert_clean_failure(missing, 6, "is encrypted with age", "PGDR_AGE_IDENTITY")
+    assert not (encrypted.backups / (key + ".manifest.json")).exists(), "an unchecked copy was made listable"
+    assert server_state(encrypted) == state
+    encrypted.ok("restore", "latest", "--from", "s3", env={"PGDR_AGE_IDENTITY": encrypted.identity})
+    assert (encrypted.backups / key / names[0]).read_bytes().startswith(AGE_HEADER), "the local copy is not encrypted"
     encrypted.ok("init")
     encrypted.ok("verify")
     assert count_orders(encrypted) == 1200

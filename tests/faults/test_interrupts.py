@@ -14,7 +14,8 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from fault_helpers import (
+
+from faults.fault_helpers import (
     assert_clean_failure,
     assert_no_new_backup,
     cluster_project,
@@ -37,14 +38,11 @@ from fault_helpers import (
     use_s3,
     wait_for,
 )
-from http_fault_proxy import Fault, FaultProxy
-
-from conftest import count_orders, load_sample_data
-from moto_fixtures import moto_server
+from faults.http_fault_proxy import Fault, FaultProxy
+from harness import count_orders, load_sample_data
 from sync_helpers import poll_until
 
 pytestmark = pytest.mark.s3
-FIXTURES = (moto_server,)
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 ROWS = 5000
 

@@ -13,7 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fault_helpers import (
+
+from faults.fault_helpers import (
     assert_clean_failure,
     cluster_project,
     finish,
@@ -25,8 +26,7 @@ from fault_helpers import (
     throttled_bin_dir,
     wait_for,
 )
-
-from conftest import count_orders, load_sample_data
+from harness import count_orders, load_sample_data
 from sync_helpers import poll_until
 
 ROWS = 5000

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fault_helpers import assert_clean_failure, cluster_project, server_state, tree_snapshot
 
-from conftest import count_orders, load_sample_data
 from end_to_end.e2e_helpers import run_in_terminal
+from faults.fault_helpers import assert_clean_failure, cluster_project, server_state, tree_snapshot
+from harness import count_orders, load_sample_data
 
 NAME = "orders-db"
 PRODUCTION = f'environment = "production"\nname = "{NAME}"\n'

@@ -20,7 +20,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from fault_helpers import (
+
+from faults.fault_helpers import (
     assert_clean_failure,
     cluster_project,
     list_json,
@@ -31,12 +32,9 @@ from fault_helpers import (
     tree_snapshot,
     use_s3,
 )
-from http_fault_proxy import Fault, FaultProxy
-
-from moto_fixtures import moto_server
+from faults.http_fault_proxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.s3
-FIXTURES = (moto_server,)
 ROWS = 260_000  # ~10.5 MB uncompressed: two multipart parts (8 MiB + the rest)
 
 

@@ -17,9 +17,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from fault_helpers import assert_clean_failure, cluster_project, server_state, tree_snapshot
 
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD
+from faults.fault_helpers import assert_clean_failure, cluster_project, server_state, tree_snapshot
+from harness import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD
 
 COMMANDS = [("backup",), ("restore", "latest", "--clean", "--yes"), ("init",), ("verify",), ("clean", "soft", "--yes"),
             ("psql", "-c", "select 1")]

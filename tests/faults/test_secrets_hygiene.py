@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_helpers import PASSWORDS, cluster_project, fake_binary
 
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, load_sample_data, needs_pyrage
+from faults.fault_helpers import PASSWORDS, cluster_project, fake_binary
+from harness import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, load_sample_data, needs_pyrage
 
 SECRET_ENVIRONMENT = {"POSTGRES_PASSWORD": SUPERUSER_PASSWORD, "POSTGRES_DEMO_USER_PASSWORD": USER_PASSWORD,
                       "POSTGRES_DEMO_READONLY_PASSWORD": READONLY_PASSWORD, "PGPASSWORD": SUPERUSER_PASSWORD}

@@ -9,8 +9,7 @@ server keeps a default ACL sorted by role OID (SetDefaultACL sorts it before sto
 order, and a restore cannot keep the source's role OIDs (pg_upgrade can: it sets them in binary-upgrade mode).
 Nothing else is rewritten: any other difference is a difference.
 
-There is no conftest.py here (see tests/security/security_helpers.py for why); named fidelity_helpers so it cannot
-clash with another tier's helpers.
+Imported as fidelity.fidelity_helpers; named fidelity_helpers so it cannot clash with another tier's helpers.
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import Project, project_config
 from end_to_end.e2e_helpers import real_bin_dir
+from harness import Project, project_config
 from security.security_helpers import (
     module_workdir,
     new_project,

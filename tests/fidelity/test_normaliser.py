@@ -4,7 +4,8 @@ random \\restrict keys, the order inside one run of default privileges) and keep
 from __future__ import annotations
 
 import pytest
-from fidelity_helpers import assert_no_difference, difference, normalised
+
+from fidelity.fidelity_helpers import assert_no_difference, difference, normalised
 
 DUMP = """\\restrict abcDEF123
 CREATE ROLE app;

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fidelity_helpers import (
+
+from fidelity.fidelity_helpers import (
     PLAIN,
     Snapshot,
     assert_same_cluster,
@@ -26,8 +27,7 @@ from fidelity_helpers import (
     psql_file,
     snapshot,
 )
-
-from conftest import Project
+from harness import Project
 from security.security_helpers import module_workdir, set_backup_options
 
 POSTGIS = Path(__file__).with_name("postgis.sql")

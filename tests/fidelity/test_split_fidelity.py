@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fidelity_helpers import (
+
+from fidelity.fidelity_helpers import (
     SPLIT,
     Source,
     assert_clean_restore_over_populated_is_faithful,

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fidelity_helpers import (
+
+from fidelity.fidelity_helpers import (
     DATABASES_QUERY,
     LEFT_OUT_DATABASE,
     PLAIN,
@@ -40,8 +41,7 @@ from fidelity_helpers import (
     output_of,
     psql_file,
 )
-
-from conftest import Project
+from harness import Project
 from pgdr.postgres.binaries import embedded_bin_dir
 from security.security_helpers import module_workdir, superuser_environment
 

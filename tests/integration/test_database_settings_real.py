@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import conftest
+import harness
 from pgdr.postgres.sql import (
     database_access_query,
     database_access_statements,
@@ -50,7 +50,7 @@ def comment_of(connection, database: str) -> str | None:
 def two_databases():
     root = Path(tempfile.mkdtemp(prefix="pgdr-test-"))
     root.chmod(0o755)
-    server = conftest.start_test_server(root)
+    server = harness.start_test_server(root)
     try:
         with server.connect() as connection:
             connection.execute("CREATE DATABASE source")

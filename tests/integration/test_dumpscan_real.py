@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import conftest
-from pgdr.actions.backup import dump_argv
+import harness
 from pgdr.dumpscan import DumpScanner
+from pgdr.formats.plain import dump_argv
 from pgdr.postgres.binaries import find_toolset
 from pgdr.postgres.sql import count_rows, identifier
 
@@ -80,11 +80,11 @@ def regular_tables(server, database: str) -> set[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[conftest.TestServer]:
+def server() -> Iterator[harness.TestServer]:
     """One real server for the module (pg_server is per test; populating it once keeps this file fast)."""
     root = Path(tempfile.mkdtemp(prefix="pgdr-test-"))
     root.chmod(0o755)
-    started = conftest.start_test_server(root)
+    started = harness.start_test_server(root)
     try:
         populate(started)
         yield started
@@ -94,7 +94,7 @@ def server() -> Iterator[conftest.TestServer]:
 
 
 @pytest.fixture(scope="module")
-def dump(server: conftest.TestServer) -> tuple[conftest.TestServer, bytes]:
+def dump(server: harness.TestServer) -> tuple[harness.TestServer, bytes]:
     return server, run_pg_dumpall(server)
 
 
@@ -140,7 +140,7 @@ def test_real_dump_cut_short_is_incomplete(dump) -> None:
         assert not scanner.complete
 
 
-def test_dump_with_role_passwords_is_detected(server: conftest.TestServer) -> None:
+def test_dump_with_role_passwords_is_detected(server: harness.TestServer) -> None:
     pg_server = server
     pg_dumpall = find_toolset(str(pg_server.bin_dir), ("pg_dumpall",)).path("pg_dumpall")
     argv = [pg_dumpall, "--globals-only", "--quote-all-identifiers", "--host", pg_server.host,

@@ -24,14 +24,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from faults.http_fault_proxy import Fault, FaultProxy, Request
-from moto_fixtures import MotoServer, aws_env, moto_server, object_keys, pending_uploads, s3_bucket
+from moto_fixtures import MotoServer, object_keys, pending_uploads
 from pgdr.config import S3Settings
 from pgdr.errors import StorageError
 from pgdr.storage.s3 import ABORT_WAIT, PART_ATTEMPTS, PARTS_IN_FLIGHT, S3Storage, S3Upload, make_client
 from sync_helpers import main_thread_ident, parked_in, poll_until
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
-FIXTURES = (aws_env, moto_server, s3_bucket)  # pytest finds them here; named so linters see them used
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's (and moto's) smallest part but the last
 PREFIX = "postgres/"

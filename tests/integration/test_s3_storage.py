@@ -1,4 +1,6 @@
-"""S3Storage against moto's HTTP server: multipart streaming, abort, pagination, retries, and errors with fixes."""
+"""S3Storage against moto's HTTP server: multipart streaming, abort, pagination, retries, and errors with fixes;
+list(prefix), exists and delete(*keys) with split backups (objects under one key's "folder"), batch deletes over
+1000 keys, and uploads used as context managers."""
 
 from __future__ import annotations
 
@@ -7,14 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from moto_fixtures import aws_env, moto_server, object_keys, pending_uploads, s3_bucket
+from moto_fixtures import object_keys, pending_uploads
 from pgdr.config import S3Settings
 from pgdr.errors import StorageError
 from pgdr.storage.s3 import PART_SIZE, S3Storage
 from s3_proxy import CuttingProxy
 
 pytestmark = pytest.mark.s3
-FIXTURES = (aws_env, moto_server, s3_bucket)  # pytest finds them here; named so linters see them used
 MIB = 1024 * 1024
 PREFIX = "postgres/"
 KEY = "20251116/postgres-all-20251116-095831.sql.gz"
@@ -88,7 +89,6 @@ def test_listing_pages_over_1000_keys_relative_to_the_prefix(aws_env, s3_bucket)
 def test_bytes_round_trip_missing_keys_and_delete(aws_env, s3_bucket):
     storage = storage_for(s3_bucket)
     assert storage.describe() == f"s3://{s3_bucket}/{PREFIX}"
-    assert storage.local_path(KEY) is None
     assert storage.get_bytes(KEY + ".manifest.json") is None
     storage.put_bytes(KEY + ".manifest.json", b"{}")
     assert storage.get_bytes(KEY + ".manifest.json") == b"{}"
@@ -96,6 +96,143 @@ def test_bytes_round_trip_missing_keys_and_delete(aws_env, s3_bucket):
     assert storage.get_bytes(KEY + ".manifest.json") is None
     with pytest.raises(StorageError, match="not found"):
         storage.open_download(KEY)
+
+
+SPLIT = "20251116/postgres-all-20251116-095831.split"
+SPLIT_PARTS = ("globals.sql.gz", "demo.dump", "shop.dump")
+
+
+def put_split_backup(storage: S3Storage, key: str = SPLIT) -> None:
+    for part in SPLIT_PARTS:
+        storage.put_bytes(f"{key}/{part}", part.encode())
+    storage.put_bytes(key + ".manifest.json", b"{}")
+
+
+def put_many(aws_env, bucket: str, keys: list[str]) -> None:
+    client = aws_env.client("s3")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=b"x"), keys))
+
+
+def count_calls(storage: S3Storage, operation: str) -> list[dict]:
+    """The parameters of each `operation` call the storage's own client makes, recorded by a botocore event."""
+    calls: list[dict] = []
+    storage.client.meta.events.register(f"provide-client-params.s3.{operation}",
+                                        lambda params, **_: calls.append(dict(params)))
+    return calls
+
+
+def test_list_with_a_prefix_asks_s3_for_that_prefix_under_the_configured_one(aws_env, s3_bucket):
+    storage = storage_for(s3_bucket)
+    storage.put_bytes(KEY, b"x")
+    storage.put_bytes("drill-history.json", b"[]")
+    put_split_backup(storage)
+    aws_env.client("s3").put_object(Bucket=s3_bucket, Key=SPLIT + "/not-ours", Body=b"x")  # outside PREFIX
+    listings = count_calls(storage, "ListObjectsV2")
+    assert [item.key for item in storage.list(SPLIT + "/")] == sorted(f"{SPLIT}/{part}" for part in SPLIT_PARTS)
+    assert [call["Prefix"] for call in listings] == [PREFIX + SPLIT + "/"]
+    assert [item.key for item in storage.list("20251116/postgres-all-20251116-095831.s")] == sorted(
+        [KEY, SPLIT + ".manifest.json", *(f"{SPLIT}/{part}" for part in SPLIT_PARTS)])
+    assert [item.key for item in storage.list("drill")] == ["drill-history.json"]
+    assert storage.list("20251117/") == []
+    assert storage.list("") == storage.list() and len(storage.list()) == 6
+
+
+def test_exists_for_objects_and_split_backup_folders(aws_env, s3_bucket):
+    storage = storage_for(s3_bucket)
+    assert not storage.exists(KEY) and not storage.exists(SPLIT)
+    storage.put_bytes(KEY, b"x")
+    put_split_backup(storage)
+    assert storage.exists(KEY) and storage.exists(SPLIT) and storage.exists(SPLIT + "/demo.dump")
+    assert storage.exists("20251116"), "a day folder holding backups"
+    assert not storage.exists(SPLIT + "/missing.dump") and not storage.exists(SPLIT[:-2])
+    client = aws_env.client("s3")
+    client.put_object(Bucket=s3_bucket, Key=PREFIX + "20251118/empty.split/", Body=b"")  # a console's folder
+    assert not storage.exists("20251118/empty.split"), "a folder marker alone is no backup"
+    client.put_object(Bucket=s3_bucket, Key="elsewhere/20251118/other.split/globals.sql.gz", Body=b"x")
+    assert not storage.exists("20251118/other.split"), "an object outside [s3] prefix was seen"
+
+
+def test_delete_several_keys_a_split_backup_folder_and_missing_keys(aws_env, s3_bucket):
+    storage = storage_for(s3_bucket)
+    storage.put_bytes(KEY, b"x")
+    storage.put_bytes(KEY + ".manifest.json", b"{}")
+    put_split_backup(storage)
+    other = "20251117/postgres-all-20251117-000000.split"
+    put_split_backup(storage, other)
+    deletes = count_calls(storage, "DeleteObjects")
+    storage.delete(KEY, KEY + ".manifest.json", SPLIT + ".manifest.json", SPLIT, "20251116/never-there.sql.gz")
+    assert len(deletes) == 1
+    assert object_keys(aws_env, s3_bucket) == [PREFIX + key for key in
+                                               sorted([f"{other}.manifest.json", *(f"{other}/{part}"
+                                                                                   for part in SPLIT_PARTS)])]
+    storage.delete()  # no keys: nothing to do
+    storage.delete(other)
+    assert [item.key for item in storage.list()] == [f"{other}.manifest.json"]
+    with pytest.raises(StorageError, match="not a storage key"):
+        storage.delete(other + ".manifest.json", "../escape")
+    assert storage.exists(other + ".manifest.json"), "a key was deleted before all were checked"
+
+
+def test_over_1000_keys_are_deleted_in_batches_of_1000_and_listed_page_by_page(aws_env, s3_bucket):
+    keys = [f"bulk/object-{number:04d}" for number in range(1005)]
+    put_many(aws_env, s3_bucket, [PREFIX + key for key in keys] + ["elsewhere/bulk/object-0000"])
+    storage = storage_for(s3_bucket)
+    storage.put_bytes(KEY, b"kept")
+    listings = count_calls(storage, "ListObjectsV2")
+    assert [item.key for item in storage.list("bulk/")] == keys
+    assert len(listings) == 2, "1005 keys are two pages"
+    assert [item.key for item in storage.list("bulk/object-010")] == keys[100:110]
+    deletes = count_calls(storage, "DeleteObjects")
+    storage.delete(*keys)
+    assert [len(call["Delete"]["Objects"]) for call in deletes] == [1000, 5]
+    assert object_keys(aws_env, s3_bucket) == sorted(["elsewhere/bulk/object-0000", PREFIX + KEY])
+
+
+def test_keys_s3_refuses_to_delete_are_named_after_every_batch_was_tried(aws_env, s3_bucket):
+    """S3 answers DeleteObjects with 200 and an Errors entry per key it kept; moto never refuses, so the answer
+    to the first batch is given two such entries on its way back to the client (botocore's after-call event)."""
+    keys = [f"bulk/object-{number:04d}" for number in range(1003)]
+    put_many(aws_env, s3_bucket, [PREFIX + key for key in keys])
+    storage = storage_for(s3_bucket)
+    answered: list[int] = []
+
+    def refuse_two(parsed: dict, **_: object) -> None:
+        if not answered:
+            parsed["Errors"] = [{"Key": PREFIX + key, "Code": "AccessDenied", "Message": "Access Denied"}
+                                for key in keys[:2]]
+        answered.append(1)
+
+    storage.client.meta.events.register("after-call.s3.DeleteObjects", refuse_two)
+    with pytest.raises(StorageError) as raised:
+        storage.delete(*keys)
+    assert len(answered) == 2, "the second batch was not tried after the first had errors"
+    assert raised.value.message == (f"could not delete 2 of 1003 objects from s3://{s3_bucket}/{PREFIX}: "
+                                    f"{PREFIX}bulk/object-0000 (AccessDenied: Access Denied), "
+                                    f"{PREFIX}bulk/object-0001 (AccessDenied: Access Denied)")
+    assert "s3:DeleteObject" in raised.value.hint
+
+
+def test_an_upload_as_a_context_manager_commits_on_exit(aws_env, s3_bucket):
+    storage = storage_for(s3_bucket)
+    data = os.urandom(9 * MIB + 7)
+    with storage.open_upload(KEY) as upload:
+        for start in range(0, len(data), MIB):
+            upload.write(data[start:start + MIB])
+        assert storage.list() == [] and len(pending_uploads(aws_env, s3_bucket)) == 1
+    assert pending_uploads(aws_env, s3_bucket) == []
+    assert storage.get_bytes(KEY) == data
+
+
+@pytest.mark.parametrize("error", [RuntimeError("the dump died"), KeyboardInterrupt()])
+def test_an_upload_as_a_context_manager_aborts_on_an_exception_and_lets_it_through(aws_env, s3_bucket, error):
+    storage = storage_for(s3_bucket)
+    with pytest.raises(type(error)) as raised, storage.open_upload(KEY) as upload:
+        upload.write(os.urandom(9 * MIB))
+        assert len(pending_uploads(aws_env, s3_bucket)) == 1
+        raise error
+    assert raised.value is error
+    assert pending_uploads(aws_env, s3_bucket) == [] and object_keys(aws_env, s3_bucket) == []
 
 
 def test_storage_class_and_encryption_are_passed_through_on_both_upload_paths(aws_env, s3_bucket):

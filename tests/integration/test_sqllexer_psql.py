@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TestServer, run_as_postgres_kwargs, start_test_server
+from harness import TestServer, run_as_postgres_kwargs, start_test_server
 from pgdr.postgres.binaries import find_toolset
 from pgdr.sqllexer import PsqlLexer, Statement
 

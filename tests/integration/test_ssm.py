@@ -6,14 +6,13 @@ import os
 
 import pytest
 
-from conftest import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, Project
-from moto_fixtures import REGION, aws_env, aws_project, moto_server, ssm_path
+from harness import READONLY_PASSWORD, SUPERUSER_PASSWORD, USER_PASSWORD, Project
+from moto_fixtures import REGION, aws_project
 from pgdr.config import parse_settings
 from pgdr.errors import SecretMissing, StorageError
 from pgdr.secrets import SecretResolver, SsmSource, build_sources
 
 pytestmark = pytest.mark.s3
-FIXTURES = (aws_env, moto_server, ssm_path)  # pytest finds them here; named so linters see them used
 NAMES = ("POSTGRES_PASSWORD", "POSTGRES_DEMO_USER_PASSWORD", "POSTGRES_DEMO_READONLY_PASSWORD")
 VALUES = dict(zip(NAMES, (SUPERUSER_PASSWORD, USER_PASSWORD, READONLY_PASSWORD), strict=True))
 

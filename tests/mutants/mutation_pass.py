@@ -77,7 +77,7 @@ MODULES = (
     Module("artifact", "src/pgdr/artifact.py", (UNIT + "test_artifact.py", UNIT + "test_catalog.py")),
     Module("catalog", "src/pgdr/catalog.py", (UNIT + "test_catalog.py",)),
     Module("retention", "src/pgdr/retention.py", (UNIT + "test_retention.py",)),
-    Module("compression", "src/pgdr/compression.py", (UNIT + "test_compression.py",)),
+    Module("compression", "src/pgdr/streams/compression.py", (UNIT + "test_compression.py",)),
     Module("storage.local", "src/pgdr/storage/local.py", (UNIT + "test_local_storage.py", UNIT + "test_catalog.py")),
     Module("restore", "src/pgdr/actions/restore.py",
            (UNIT + "test_restore_filter.py", UNIT + "test_restore_sections.py", UNIT + "test_restore_check.py",

@@ -54,7 +54,7 @@ MUTANTS = [
         ("tests/unit/test_config.py::test_non_text_period_is_a_config_error",),
         "[], {} and a date must be config errors; the old helper passed whether parsing failed or not"),
     Mutant(
-        "encryption-header-then-plaintext", "src/pgdr/encryption.py",
+        "encryption-header-then-plaintext", "src/pgdr/streams/encryption.py",
         (("            _pyrage().encrypt_io(self._reader, _SinkWriter(sink), recipients)",
           "            empty = _pyrage().encrypt(b'', recipients)  # MUTANT: a real header, then data in clear\n"
           "            sink(empty[: empty.index(b'\\n', empty.index(b'\\n--- ') + 1) + 1])\n"
@@ -65,7 +65,7 @@ MUTANTS = [
         "the payload after age's header must be ciphertext; the old checks looked for gzip magic inside the ASCII "
         "header and for CREATE TABLE in compressed data"),
     Mutant(
-        "empty-gzip-is-accepted", "src/pgdr/compression.py",
+        "empty-gzip-is-accepted", "src/pgdr/streams/compression.py",
         (("""        if not self._seen_data or not self._decompressor.eof:
             raise ValueError("compressed stream is truncated (gzip end of stream missing)")""",
           """        if self._seen_data and not self._decompressor.eof:  # MUTANT: no data is a whole stream
@@ -94,7 +94,7 @@ MUTANTS = [
         "one failing database stops the sessions beside it; the old `len(started) >= 3` held when none was "
         "stopped (here the restore then waits for the held session: the test's timeout fails it)"),
     Mutant(
-        "globals-restored-before-the-parts-are-checked", "src/pgdr/actions/split.py",
+        "globals-restored-before-the-parts-are-checked", "src/pgdr/formats/split.py",
         ((CHECKING_LINE, CHECKING_LINE + "    _mutant_restore_globals(context, toolset, local, record)  # MUTANT\n"),),
         ("tests/end_to_end/test_split_and_encryption.py::test_corrupt_split_part_is_refused_before_the_server_is_"
          "touched",),
@@ -102,7 +102,7 @@ MUTANTS = [
         appended='''
 
 def _mutant_restore_globals(context, toolset, local, record):  # type: ignore[no-untyped-def]
-    from pgdr.actions.restore import GlobalsFilter, psql_restore_argv
+    from pgdr.formats.psql_feed import GlobalsFilter, psql_restore_argv
 
     with client_environment(context.superuser_endpoint()) as environment, local.open_download(
             record.key.object_key(GLOBALS_PART)) as handle, stream(
@@ -147,14 +147,14 @@ def _mutant_restore_globals(context, toolset, local, record):  # type: ignore[no
         ("tests/end_to_end/test_notify.py::test_apprise_delivers_the_event_through_its_url",),
         "with apprise installed its delivery is tested for real; before, the only apprise test skipped then"),
     Mutant(
-        "handoff-queue-unbounded", "src/pgdr/handoff.py",
+        "handoff-queue-unbounded", "src/pgdr/streams/handoff.py",
         (("        self._queue: queue.Queue[Item | _Stop] = queue.Queue(maxsize=capacity)",
           "        self._queue: queue.Queue[Item | _Stop] = queue.Queue()  # MUTANT: no bound"),),
         ("tests/unit/test_handoff.py::test_the_producer_waits_when_the_queue_is_full",
          "tests/unit/test_handoff.py::test_a_slow_consumer_bounds_how_far_the_producer_runs_ahead"),
         "the producer waits for room (memory stays flat), seen in its stack, not after a sleep"),
     Mutant(
-        "handoff-abort-consumes-the-queue", "src/pgdr/handoff.py",
+        "handoff-abort-consumes-the-queue", "src/pgdr/streams/handoff.py",
         (('''            self._discard_queued()
             try:
                 self._queue.put_nowait(_STOP)''', '''            try:
@@ -165,7 +165,7 @@ def _mutant_restore_globals(context, toolset, local, record):  # type: ignore[no
          "tests/unit/test_handoff.py::test_an_exception_in_the_producer_aborts_the_worker_and_is_not_replaced"),
         "abort skips the queued items; the old `< 1.0` s check could not tell"),
     Mutant(
-        "handoff-put-ignores-the-failure", "src/pgdr/handoff.py",
+        "handoff-put-ignores-the-failure", "src/pgdr/streams/handoff.py",
         (('''        self._raise_failure()
         self._queue.put(item)  # never waits forever: after a failure the worker keeps emptying the queue
         self._raise_failure()''', '''        self._queue.put(item)  # MUTANT: the failure waits for close()'''),),

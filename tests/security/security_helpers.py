@@ -5,9 +5,8 @@ Every test here plays a database user who owns some tables and wants the restore
 root) to do something pg_dump did not write. A restore is judged by what the server holds afterwards (pg_dump before
 and after, or against psql's own one-stream restore of the same file), never by what pgdr says about it.
 
-There is no conftest.py in this folder on purpose: pytest imports every folder's conftest.py under the one module
-name `conftest`, so a second one would replace the rootdir conftest that this tier and the others import from.
-Named security_helpers (not helpers) so it cannot clash with a helpers module of another tier.
+Imported as security.security_helpers, by this tier and by the fidelity tier. Named security_helpers (not helpers)
+so it cannot clash with a helpers module of another tier.
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ from pathlib import Path
 
 from psycopg import sql
 
-from conftest import (
+from end_to_end.e2e_helpers import real_bin_dir
+from harness import (
     SUPERUSER_PASSWORD,
     Project,
     clean_environment,
@@ -34,7 +34,6 @@ from conftest import (
     server_bin_dir,
     write_dotenv,
 )
-from end_to_end.e2e_helpers import real_bin_dir
 
 RESTRICT_KEY = re.compile(rb"^\\(restrict|unrestrict) [A-Za-z0-9]+$", re.MULTILINE)
 ACL_STATEMENTS = (b"GRANT ", b"REVOKE ", b"ALTER DEFAULT PRIVILEGES ")
@@ -112,7 +111,7 @@ def extra_project(parent: Path, name: str, *, jobs: int | None = None, init: boo
 
 @contextmanager
 def module_workdir(prefix: str) -> Iterator[Path]:
-    """A folder for a module-wide fixture, traversable by the postgres OS user (like conftest's `workdir`)."""
+    """A folder for a module-wide fixture, traversable by the postgres OS user (like the `workdir` fixture)."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     try:

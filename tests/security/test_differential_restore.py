@@ -28,7 +28,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, note, seed, settings
 from hypothesis import strategies as st
 from psycopg import sql
-from security_helpers import (
+
+from harness import Project, project_config
+from security.security_helpers import (
     all_manifest_counts,
     all_table_counts,
     assert_no_marker,
@@ -45,8 +47,6 @@ from security_helpers import (
     string_literal,
     with_backup_options,
 )
-
-from conftest import Project, project_config
 
 SEED = int(os.environ.get("PGDR_SECURITY_SEED") or random.SystemRandom().randrange(2**32))
 SOURCE_SUPERUSER = "src_admin"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Project
+from harness import Project
 
 
 def test_pgclientencoding_does_not_change_the_dump_encoding(running_project: Project) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from security_helpers import (
+
+from end_to_end.e2e_helpers import tree_snapshot
+from harness import USER_PASSWORD, Project
+from security.security_helpers import (
     extra_project,
     latest_key,
     module_workdir,
@@ -20,9 +23,6 @@ from security_helpers import (
     warning_text,
     warnings_in,
 )
-
-from conftest import USER_PASSWORD, Project
-from end_to_end.e2e_helpers import tree_snapshot
 
 MAPPING_SECRET = "Fdw-S3kret-in-a-user-mapping"
 SUBSCRIPTION_SECRET = "Sub-S3kret-in-a-conninfo"

@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from security_helpers import (
+
+from harness import USER_PASSWORD, Project
+from security.security_helpers import (
     assert_no_marker,
     assert_same_dump,
     copy_backup,
@@ -29,8 +31,6 @@ from security_helpers import (
     string_literal,
     table_counts,
 )
-
-from conftest import USER_PASSWORD, Project
 
 ATTACKER = "mallory"
 ATTACKER_PASSWORD = "Mall0ry-not-a-superuser"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, load_sample_data
 from end_to_end.e2e_helpers import fake_bin_dir
+from harness import Project, load_sample_data
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root changes the user psql runs as")

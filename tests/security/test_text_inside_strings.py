@@ -5,9 +5,8 @@ backup, skew its row counts, or be rewritten on its way back in.
 
 from __future__ import annotations
 
-from security_helpers import latest_key, manifest_counts, read_manifest, string_literal, table_counts
-
-from conftest import USER_PASSWORD, Project
+from harness import USER_PASSWORD, Project
+from security.security_helpers import latest_key, manifest_counts, read_manifest, string_literal, table_counts
 
 PASSWORD_LINE = "ALTER ROLE \"app\" WITH LOGIN PASSWORD 'x';"
 COPY_LINE = "COPY public.t FROM stdin;"

@@ -17,6 +17,7 @@ from pgdr.artifact import (
     TableCount,
     is_backup_key,
     make_key,
+    make_split_key,
     parse_key,
 )
 from pgdr.errors import IntegrityError, UsageError
@@ -275,7 +276,7 @@ def test_arbitrary_bytes_as_manifest_raise_integrity_error_only(data: bytes) -> 
 # --- found by the mutation pass (tests/mutants/mutation_pass.py) --------------------------------------------------
 
 def test_split_and_encrypted_keys_say_what_they_are() -> None:
-    split = make_key(WHEN, "gzip", split=True)
+    split = make_split_key(WHEN)
     assert split.key == "20251116/postgres-all-20251116-095831.split"
     assert (split.compression, split.format, split.encrypted) == ("custom", "split", False)
     assert parse_key(split.key) == split

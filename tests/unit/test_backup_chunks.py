@@ -7,7 +7,7 @@ from typing import cast
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgdr.actions.backup import _gathered
+from pgdr.formats.plain import gathered as _gathered
 from pgdr.run import Stream
 
 

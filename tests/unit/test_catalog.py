@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pgdr.artifact import BackupKey, Manifest, StoredPart, make_key, parse_key
+from pgdr.artifact import BackupKey, Manifest, StoredPart, make_key, make_split_key, parse_key
 from pgdr.catalog import BackupRecord, find, latest, list_backups, suspicious_flags
 from pgdr.errors import StorageError, UsageError
 from pgdr.storage.local import LocalStorage
@@ -229,7 +229,7 @@ def test_as_json_of_a_backup_without_manifest(storage: LocalStorage) -> None:
 
 
 def test_a_split_backup_is_listed_through_its_manifest_with_the_size_of_its_parts(storage: LocalStorage) -> None:
-    key = make_key(T0, "gzip", split=True)
+    key = make_split_key(T0)
     parts = [StoredPart(name="globals.sql.gz", size=100, sha256="a" * 64),
              StoredPart(name="demo.dump", database="demo", size=2000, sha256="b" * 64)]
     for part in parts:

@@ -13,7 +13,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgdr.compression import DECOMPRESSION_ERRORS, Identity, make_compressor, make_decompressor
+from pgdr.streams.compression import DECOMPRESSION_ERRORS, Identity, make_compressor, make_decompressor
 
 CODECS = ["gzip", "zstd", "none"]
 COMPRESSED_CODECS = ["gzip", "zstd"]

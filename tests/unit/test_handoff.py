@@ -15,7 +15,7 @@ from types import FrameType
 import pytest
 
 from pgdr.errors import ExitCode, StorageError
-from pgdr.handoff import Handoff
+from pgdr.streams.handoff import Handoff
 from sync_helpers import main_thread_ident, parked_in, poll_until
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails the test instead of the whole run

@@ -1,5 +1,6 @@
 """LocalStorage: uploads invisible until commit, nothing left on abort, 0600 files, keys kept inside the folder,
-disk-full and file-size-limit errors that name the fix."""
+disk-full and file-size-limit errors that name the fix; list(prefix), exists and delete(*keys) with split backups
+(a folder under one key) and uploads used as context managers."""
 
 from __future__ import annotations
 
@@ -175,6 +176,99 @@ def test_delete(storage: LocalStorage) -> None:
     storage.delete(KEY)
     assert storage.list() == []
     storage.delete(KEY)  # already gone: fine
+
+
+SPLIT = "20251116/postgres-all-20251116-095831.split"
+SPLIT_PARTS = ("globals.sql.gz", "demo.dump", "shop.dump")
+
+
+def put_split_backup(storage: LocalStorage, key: str = SPLIT) -> None:
+    for part in SPLIT_PARTS:
+        storage.put_bytes(f"{key}/{part}", part.encode())
+    storage.put_bytes(key + ".manifest.json", b"{}")
+
+
+def test_list_with_a_prefix_walks_only_the_folder_it_points_into(storage: LocalStorage,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    storage.put_bytes(KEY, b"x")
+    storage.put_bytes("20251117/postgres-all-20251117-000000.sql.gz", b"y")
+    storage.put_bytes("drill-history.json", b"[]")
+    put_split_backup(storage)
+    walked: list[Path] = []
+    real_rglob = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: walked.append(self) or real_rglob(self, pattern))
+    assert [item.key for item in storage.list(SPLIT + "/")] == sorted(f"{SPLIT}/{part}" for part in SPLIT_PARTS)
+    assert walked == [storage.root / SPLIT], "more than the split backup's folder was walked"
+    assert [item.key for item in storage.list("20251116/postgres-all-20251116-095831.s")] == sorted(
+        [KEY, SPLIT + ".manifest.json", *(f"{SPLIT}/{part}" for part in SPLIT_PARTS)])
+    assert [item.key for item in storage.list("2025111")] == [item.key for item in storage.list()
+                                                              if item.key.startswith("2025111")]
+    assert [item.key for item in storage.list("drill")] == ["drill-history.json"]
+    assert storage.list("20251118/") == [] and storage.list("nothing") == []
+    assert storage.list("") == storage.list()
+    assert len(storage.list()) == 7
+
+
+@pytest.mark.parametrize("prefix", ["../", "../backups/", "20251116/../../", "/etc/"])
+def test_a_prefix_escaping_the_folder_is_refused(storage: LocalStorage, prefix: str) -> None:
+    storage.put_bytes(KEY, b"x")
+    with pytest.raises(UsageError, match="escapes the backup dir"):
+        storage.list(prefix)
+
+
+def test_exists_for_files_and_for_split_backup_folders(storage: LocalStorage) -> None:
+    assert not storage.exists(KEY) and not storage.exists(SPLIT)
+    storage.put_bytes(KEY, b"x")
+    put_split_backup(storage)
+    assert storage.exists(KEY) and storage.exists(SPLIT) and storage.exists(SPLIT + "/demo.dump")
+    assert storage.exists("20251116"), "a day folder holding backups"
+    assert not storage.exists(SPLIT + "/missing.dump") and not storage.exists(SPLIT + "x")
+    upload = storage.open_upload("20251118/postgres-all-20251118-000000.split/globals.sql.gz")
+    upload.write(b"in progress")
+    assert not storage.exists("20251118/postgres-all-20251118-000000.split"), "a hidden partial file is content"
+    upload.abort()
+    assert not storage.exists("20251118/postgres-all-20251118-000000.split"), "an empty folder is content"
+    with pytest.raises(UsageError):
+        storage.exists("../x")
+
+
+def test_delete_several_keys_a_split_backup_folder_and_missing_keys(storage: LocalStorage) -> None:
+    storage.put_bytes(KEY, b"x")
+    storage.put_bytes(KEY + ".manifest.json", b"{}")
+    put_split_backup(storage)
+    other = "20251117/postgres-all-20251117-000000.split"
+    put_split_backup(storage, other)
+    storage.delete(KEY, KEY + ".manifest.json", SPLIT + ".manifest.json", SPLIT, "20251116/never-there.sql.gz")
+    assert not (storage.root / SPLIT).exists(), "the split backup's folder is left"
+    assert [item.key for item in storage.list()] == [f"{other}.manifest.json"] + sorted(
+        f"{other}/{part}" for part in SPLIT_PARTS)
+    storage.delete()  # no keys: nothing to do
+    storage.delete(other)
+    assert [item.key for item in storage.list()] == [f"{other}.manifest.json"]
+    with pytest.raises(UsageError):
+        storage.delete(other + ".manifest.json", "../escape")
+    assert storage.exists(other + ".manifest.json"), "a key was deleted before all were checked"
+
+
+def test_an_upload_as_a_context_manager_commits_on_exit(storage: LocalStorage) -> None:
+    with storage.open_upload(KEY) as upload:
+        upload.write(b"first, ")
+        upload.write(b"second")
+        assert storage.list() == []
+    assert storage.get_bytes(KEY) == b"first, second"
+    assert files_under(storage.root) == [KEY]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("the dump died"), KeyboardInterrupt()])
+def test_an_upload_as_a_context_manager_aborts_on_an_exception_and_lets_it_through(storage: LocalStorage,
+                                                                                  error: BaseException) -> None:
+    storage.put_bytes(KEY, b"good backup")
+    with pytest.raises(type(error)) as raised, storage.open_upload(KEY) as upload:
+        upload.write(b"broken replacement")
+        raise error
+    assert raised.value is error
+    assert storage.get_bytes(KEY) == b"good backup"
+    assert files_under(storage.root) == [KEY], "the partial file is left"
 
 
 FILL_SCRIPT = textwrap.dedent("""

@@ -3,15 +3,6 @@ what is missing, and the one refusal that lists all of it with its fix."""
 
 from __future__ import annotations
 
-from pgdr.actions.preflight import (
-    Shortfall,
-    for_database,
-    major_of,
-    package_for,
-    refusal_hint,
-    refusal_message,
-    shortfall_of,
-)
 from pgdr.artifact import ExtensionNeed, Requirements, TablespaceNeed
 from pgdr.postgres.cluster import upgrade_hint
 from pgdr.postgres.requirements import (
@@ -23,6 +14,15 @@ from pgdr.postgres.requirements import (
     may_stat_files_query,
     offer_query,
     tablespaces_query,
+)
+from pgdr.preflight import (
+    Shortfall,
+    for_database,
+    major_of,
+    package_for,
+    refusal_hint,
+    refusal_message,
+    shortfall_of,
 )
 
 NEEDS = Requirements(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -12,12 +10,7 @@ from pgdr.config import UserSettings
 from pgdr.postgres.sql import password_statement, scram_sha256_verifier
 from pgdr.redact import MASK, forget_secrets, redact, register_secret
 
-
-@pytest.fixture(autouse=True)
-def no_registered_secrets() -> Iterator[None]:
-    forget_secrets()
-    yield
-    forget_secrets()
+pytestmark = pytest.mark.usefixtures("no_registered_secrets")  # tests/unit/conftest.py
 
 
 def test_registered_secret_is_masked_everywhere_in_the_text() -> None:

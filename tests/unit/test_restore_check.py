@@ -14,10 +14,12 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from pgdr.actions.restore import check_backup, check_versions, describe_psql_error, fetch_to_local, refuse_existing
+from pgdr.actions.restore import check_versions, refuse_existing
 from pgdr.artifact import Manifest, make_key
 from pgdr.catalog import BackupRecord
 from pgdr.errors import IntegrityError, Refused, StageFailed
+from pgdr.formats.plain import check_backup, fetch_to_local
+from pgdr.formats.psql_feed import describe_psql_error
 from pgdr.storage.local import LocalStorage
 from pgdr.ui import Output
 
@@ -97,7 +99,7 @@ def test_a_size_or_checksum_other_than_the_manifests_is_refused(remote: LocalSto
 def test_a_download_is_checked_on_the_way_and_its_manifest_follows_it(remote: LocalStorage, tmp_path: Path) -> None:
     data = gzip.compress(SQL)
     record = stored(remote, data)
-    local = fetch_to_local(context(tmp_path / "local"), remote, record)  # type: ignore[arg-type]
+    local = fetch_to_local(context(tmp_path / "local"), remote, record, LocalStorage(tmp_path / "local"))  # type: ignore[arg-type]
     assert local.get_bytes(record.key.key) == data
     assert local.get_bytes(record.key.manifest_key) == remote.get_bytes(record.key.manifest_key)
 
@@ -107,7 +109,7 @@ def test_a_corrupt_download_leaves_nothing_behind(remote: LocalStorage, tmp_path
     record = stored(remote, data)
     remote.put_bytes(record.key.key, data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(IntegrityError):
-        fetch_to_local(context(tmp_path / "local"), remote, record)  # type: ignore[arg-type]
+        fetch_to_local(context(tmp_path / "local"), remote, record, LocalStorage(tmp_path / "local"))  # type: ignore[arg-type]
     assert [path for path in (tmp_path / "local").rglob("*") if path.is_file()] == []
 
 

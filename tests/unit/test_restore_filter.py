@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgdr.actions.restore import GlobalsFilter
+from pgdr.formats.psql_feed import GlobalsFilter
 
 SKIPPED = b"-- pgdr: skipped, exists already: "
 

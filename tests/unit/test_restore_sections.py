@@ -8,17 +8,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgdr.actions.restore_sections import (
+from pgdr.artifact import Manifest, Section, make_key
+from pgdr.catalog import BackupRecord
+from pgdr.errors import IntegrityError
+from pgdr.formats.plain_sections import (
     GLOBALS_LABEL,
     SectionRange,
     restricted_from_the_start,
     section_ranges,
     uncompressed_range,
 )
-from pgdr.artifact import Manifest, Section, make_key
-from pgdr.catalog import BackupRecord
-from pgdr.compression import make_compressor
-from pgdr.errors import IntegrityError
+from pgdr.streams.compression import make_compressor
 
 WHEN = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 SQL = b"".join(b"line %06d of the dump\n" % number for number in range(200_000))  # 4.6 MB, several chunks

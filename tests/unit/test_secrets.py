@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from file_creation import creation_modes_of, traced
 from pgdr.config import parse_settings
 from pgdr.errors import ConfigError, ExitCode, SecretMissing
-from pgdr.redact import MASK, forget_secrets, redact
+from pgdr.redact import MASK, redact
 from pgdr.run import child_environment
 from pgdr.secrets import (
     UNQUOTED_SAFE,
@@ -31,12 +31,7 @@ from pgdr.secrets import (
     write_dotenv,
 )
 
-
-@pytest.fixture(autouse=True)
-def no_registered_secrets() -> Iterator[None]:
-    forget_secrets()
-    yield
-    forget_secrets()
+pytestmark = pytest.mark.usefixtures("no_registered_secrets")  # tests/unit/conftest.py
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from pgdr.actions.restore import describe_psql_error
-from pgdr.actions.split import (
+from pgdr.concurrency import Sessions, run_each
+from pgdr.errors import RestoreFailed, StageFailed
+from pgdr.formats.psql_feed import describe_psql_error
+from pgdr.formats.split import (
     RestorePass,
     conninfo_dbname,
     drop_statements,
@@ -33,8 +35,6 @@ from pgdr.actions.split import (
     read_plan,
     toc_argv,
 )
-from pgdr.concurrency import Sessions, run_each
-from pgdr.errors import RestoreFailed, StageFailed
 from pgdr.run import stream
 
 pytestmark = pytest.mark.timeout(60)

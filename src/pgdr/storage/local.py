@@ -1,15 +1,21 @@
-"""Backups in a local folder. Uploads go to a hidden temporary file renamed into place on commit."""
+"""Backups in a local folder. Uploads go to a hidden temporary file renamed into place on commit.
+
+Keys are paths relative to the folder; a key that is a folder (a split backup) exists when it holds a listed
+file, and is deleted with everything in it. Hidden files (a `.partial-` upload in progress) are never listed.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from pgdr.errors import StorageError, UsageError
-from pgdr.storage import StoredObject
+from pgdr.storage.base import StoredObject, UploadContext
 
 PARTIAL_MARKER = ".partial-"
 WRITEBACK_EVERY = 16 * 1024 * 1024
@@ -23,7 +29,7 @@ def _disk_error(error: OSError, path: Path) -> StorageError:
     return StorageError(f"cannot write {path}: {error.strerror}", f"check permissions and space of {path.parent}")
 
 
-class LocalUpload:
+class LocalUpload(UploadContext):
     def __init__(self, final_path: Path) -> None:
         self.final_path = final_path
         self.partial_path = final_path.with_name(f".{final_path.name}{PARTIAL_MARKER}{os.getpid()}")
@@ -116,29 +122,62 @@ class LocalStorage:
         except FileNotFoundError:
             raise StorageError(f"backup {key} not found in {self.root}", "see `pgdr list` for the keys") from None
 
-    def list(self) -> list[StoredObject]:
-        if not self.root.exists():
-            return []
+    def list(self, prefix: str = "") -> list[StoredObject]:
+        """The files whose key starts with prefix, by key; only the folder the prefix points into is walked."""
+        folder, _, _ = prefix.rpartition("/")
+        if folder:
+            self.path_of(folder)  # a prefix escaping the backup dir is refused like a key
         objects = []
-        for path in self.root.rglob("*"):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            info = path.stat()
+        for path in self._files_under(self.root / folder):
             key = path.relative_to(self.root).as_posix()
-            objects.append(StoredObject(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC)))
+            if key.startswith(prefix):
+                info = path.stat()
+                objects.append(StoredObject(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC)))
         return sorted(objects, key=lambda item: item.key)
 
-    def delete(self, key: str) -> None:
-        self.path_of(key).unlink(missing_ok=True)
+    @staticmethod
+    def _files_under(folder: Path) -> Iterator[Path]:
+        """The files a listing shows, under folder at any depth: not hidden ones (uploads in progress)."""
+        if not folder.is_dir():
+            return
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                yield path
+
+    def exists(self, key: str) -> bool:
+        """A file, or a folder (a split backup) holding a file that list() would show."""
+        path = self.path_of(key)
+        if path.is_dir():
+            return next(self._files_under(path), None) is not None
+        return path.exists()
+
+    def delete(self, *keys: str) -> None:
+        """Each key's file, or its folder with everything in it; a key already gone is no error. Every key is
+        checked before the first is deleted."""
+        for path in [self.path_of(key) for key in keys]:
+            try:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass  # removed meanwhile: gone is what was asked
+            except OSError as error:
+                raise StorageError(f"cannot delete {path}: {error.strerror}",
+                                   f"check the permissions of {path.parent}") from None
+            self._remove_empty_day_folder(path.parent)
+
+    def _remove_empty_day_folder(self, folder: Path) -> None:
+        """A day folder (YYYYMMDD) goes with its last backup."""
+        if folder != self.root.resolve() and folder.name.isdigit():
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty: other backups of that day are kept
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        upload = self.open_upload(key)
-        try:
+        with self.open_upload(key) as upload:
             upload.write(data)
-            upload.commit()
-        except BaseException:
-            upload.abort()
-            raise
 
     def get_bytes(self, key: str) -> bytes | None:
         path = self.path_of(key)

@@ -5,7 +5,10 @@ while the next one fills (a few parts in flight, within UPLOAD_MEMORY), so the d
 when the network is the slower of the two; a stream smaller than one part becomes a single PutObject. Nothing is
 visible under the key until `commit`; `abort` calls AbortMultipartUpload so neither an object nor a dangling
 upload stays. Transient errors are retried (botocore's standard mode, then the whole part again) and every retry
-is reported.
+is reported, to the `report` callback the caller passes in (by default a warning on the "pgdr.storage" logger).
+
+Part sizes grow with the part number so that the largest backup fits in [s3] max_parts parts (see
+`size_step`); an upload that would need one more part than that is aborted with the setting to raise.
 
 Credentials and endpoints come from boto3's standard chain and environment (AWS_PROFILE, AWS_ACCESS_KEY_ID,
 instance roles, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3); [s3] endpoint_url and region override when set.
@@ -13,6 +16,7 @@ instance roles, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3); [s3] endpoint_url and re
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
@@ -45,14 +49,17 @@ from tenacity import (
 from pgdr import __version__
 from pgdr.config import S3Settings
 from pgdr.errors import ConfigError, StorageError
-from pgdr.storage import StoredObject
+from pgdr.storage.base import Reporter, StoredObject, UploadContext, log_warning
 
 PART_SIZE = 8 * 1024 * 1024
 PARTS_IN_FLIGHT = 3  # parts uploading on background threads while the next one fills
 UPLOAD_MEMORY = 64 * 1024 * 1024  # parts in flight plus the one filling, unless one part alone is larger
 ABORT_WAIT = 15.0  # seconds abort() gives the parts in flight to end before it aborts the upload anyway
 MAX_PART_SIZE = 5 * 1024**3
-PARTS_PER_SIZE_STEP = 1000
+MAX_PARTS = 10_000  # AWS's limit of parts per multipart upload; [s3] max_parts lowers it for other providers
+MAX_OBJECT_SIZE = 5 * 1024**4  # AWS's largest object
+SIZE_STEPS = 10  # the part size doubles every max_parts / SIZE_STEPS parts (AWS: every 1000), or sooner
+DELETE_BATCH = 1000  # keys per DeleteObjects request, S3's limit
 MAX_ATTEMPTS = 5
 PART_ATTEMPTS = 3
 DOWNLOAD_RESUMES = 3
@@ -65,29 +72,84 @@ IAM_ACTIONS = {
     "PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
     "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
     "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "ListObjectsV2": "s3:ListBucket",
-    "HeadBucket": "s3:ListBucket", "DeleteObject": "s3:DeleteObject",
+    "HeadBucket": "s3:ListBucket", "DeleteObject": "s3:DeleteObject", "DeleteObjects": "s3:DeleteObject",
 }
 CREDENTIALS_HINT = ("set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                     "(or run where an instance or task role provides credentials)")
 
-Reporter = Callable[[str], None]
 T = TypeVar("T")
 
-
-REPORT_LOCK = threading.Lock()
-
-
-def warn(message: str) -> None:
-    """Parts upload on several threads: one warning line at a time."""
-    from pgdr.ui import Output
-
-    with REPORT_LOCK:
-        Output().warn(message)
+REPORT_LOCK = threading.RLock()
 
 
-def part_size_for(part_number: int, base: int = PART_SIZE) -> int:
-    """8 MiB for parts 1-1000, doubling every 1000 parts: 10,000 parts reach S3's 5 TiB object limit."""
-    return min(base * 2 ** ((part_number - 1) // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
+def one_at_a_time(report: Reporter) -> Reporter:
+    """Parts upload on several threads: the caller's reporter gets one message at a time."""
+
+    def serialized(message: str) -> None:
+        with REPORT_LOCK:
+            report(message)
+
+    return serialized
+
+
+def reachable(max_parts: int, base: int, step: int) -> int:
+    """Bytes that parts 1..max_parts hold when the part size starts at base and doubles every `step` parts, up
+    to MAX_PART_SIZE."""
+    total, first, size = 0, 1, base
+    while first <= max_parts:
+        left = max_parts - first + 1
+        count = left if size >= MAX_PART_SIZE else min(step, left)
+        total += count * min(size, MAX_PART_SIZE)
+        first, size = first + count, size * 2
+    return total
+
+
+@functools.lru_cache(maxsize=16)
+def size_step(max_parts: int = MAX_PARTS, base: int = PART_SIZE) -> int:
+    """Parts per doubling of the part size: the largest step up to max_parts / SIZE_STEPS whose parts
+    1..max_parts hold min(MAX_OBJECT_SIZE, max_parts x MAX_PART_SIZE / 2), or 1 (the fastest growth) when none
+    does.
+
+    Parts stay small as long as they can (little memory held, little sent again on a retry), and the largest
+    backup still fits. With step s the sizes are base x 1, 2, 4, ... for s parts each, capped at MAX_PART_SIZE,
+    so max_parts parts hold s x base x (2^k - 1) over the k doublings reached, plus the parts at the cap:
+    - AWS, 10,000 parts of 8 MiB: s = 1000 as always (8 MiB to 4 GiB), 1000 x 8 MiB x 1023 = 7.99 TiB, more than
+      the 5 TiB S3 stores; the target is met at the first step tried.
+    - 1,000 parts (Scaleway): the target is 1000 x 5 GiB / 2 = 2.44 TiB; s = 59 reaches 2.46 TiB, the parts
+      reaching 1 GiB after 58 GiB (59 x 8 MiB x 127).
+    - 3 parts of 5 MiB (the tests): s = 1, 5 + 10 + 20 MiB = 35 MiB, short of any target: the fastest growth.
+    `largest_upload` is what the step reaches; the upload refuses to go beyond it."""
+    wanted = min(MAX_OBJECT_SIZE, max_parts * MAX_PART_SIZE // 2)
+    low, high = 1, max(1, max_parts // SIZE_STEPS)
+    while low < high:  # fewer parts per doubling hold more: the largest step that holds `wanted`
+        middle = (low + high + 1) // 2
+        if reachable(max_parts, base, middle) >= wanted:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def largest_upload(max_parts: int = MAX_PARTS, base: int = PART_SIZE) -> int:
+    """Bytes the parts 1..max_parts hold: the largest stream one multipart upload takes."""
+    return reachable(max_parts, base, size_step(max_parts, base))
+
+
+def part_size_for(part_number: int, base: int = PART_SIZE, max_parts: int = MAX_PARTS) -> int:
+    """base for the first size_step() parts, then doubling every size_step() parts, up to MAX_PART_SIZE: with
+    AWS's 10,000 parts, 8 MiB for parts 1-1000, 16 MiB for 1001-2000, ... 4 GiB for 9001-10000."""
+    doublings = min((part_number - 1) // size_step(max_parts, base), MAX_PART_SIZE.bit_length())
+    return min(base * 2**doublings, MAX_PART_SIZE)
+
+
+def binary_size(size: int) -> str:
+    """35651584 -> '34.0 MiB'."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
 
 
 def parts_in_flight(part_size: int) -> int:
@@ -181,6 +243,29 @@ def translated(bucket: str, what: str, sse: str = "") -> Iterator[None]:
         raise storage_error(error, bucket, what, sse) from None
 
 
+def with_folder_contents(paginator: Any, bucket: str, object_keys: list[str]) -> list[str]:
+    """object_keys, each followed by the objects under key/ when it is a folder (a split backup). Which keys are
+    folders comes from one delimited listing (CommonPrefixes) per parent folder, not one listing per key."""
+    folders: set[str] = set()
+    for parent in sorted({key[: key.rfind("/") + 1] for key in object_keys}):  # "a/b/c" -> "a/b/", "c" -> ""
+        for page in paginator.paginate(Bucket=bucket, Prefix=parent, Delimiter="/"):
+            folders.update(str(item["Prefix"]) for item in page.get("CommonPrefixes", []))
+    doomed: dict[str, None] = {}  # in order, without repeats
+    for key in object_keys:
+        doomed[key] = None
+        if key + "/" in folders:
+            for page in paginator.paginate(Bucket=bucket, Prefix=key + "/"):
+                doomed.update((str(item["Key"]), None) for item in page.get("Contents", []))
+    return list(doomed)
+
+
+def describe_refused(errors: list[dict[str, Any]], shown: int = 3) -> str:
+    """DeleteObjects' Errors -> 'a/b (AccessDenied: Access Denied), ... and 7 more'."""
+    text = ", ".join(f"{item.get('Key', '?')} ({item.get('Code', '')}: {item.get('Message', '')})"
+                     for item in errors[:shown])
+    return text + (f" and {len(errors) - shown} more" if len(errors) > shown else "")
+
+
 class RetryNotifier:
     """Reports botocore's own retries: needs-retry shows why, request-created shows the attempt number.
 
@@ -221,13 +306,13 @@ def make_client(settings: S3Settings, report: Reporter) -> Any:
         client = boto3.session.Session().client(
             "s3", region_name=settings.region or None, endpoint_url=settings.endpoint_url or None, config=config
         )
-    notifier = RetryNotifier(report, attempts)
+    notifier = RetryNotifier(one_at_a_time(report), attempts)
     client.meta.events.register("needs-retry.s3", notifier.observe)
     client.meta.events.register("request-created.s3", notifier.announce)
     return client
 
 
-class S3Upload:
+class S3Upload(UploadContext):
     """A multipart upload fed by write(). Each full part uploads on its own thread while the next one fills, at
     most parts_in_flight() at a time; the ETags are collected by part number for CompleteMultipartUpload.
 
@@ -255,7 +340,7 @@ class S3Upload:
         return sum(1 for future in self._in_flight if not future.done())
 
     def _next_part_size(self) -> int:
-        return part_size_for(len(self._parts) + 1, self.storage.part_size)
+        return part_size_for(len(self._parts) + 1, self.storage.part_size, self.storage.max_parts)
 
     def write(self, data: bytes) -> None:
         assert not self._finished, "write after commit or abort"
@@ -266,10 +351,14 @@ class S3Upload:
             part, self._buffer = self._buffer, self._buffer[size:]  # hand the buffer over: no copy of the part
             del part[size:]
             self._send_part(part)
+        if self._buffer and len(self._parts) >= self.storage.max_parts:
+            self._refuse_part()  # at once: buffering the next part could hold gigabytes for nothing
 
     def _send_part(self, data: bytes | bytearray) -> None:
         """Start uploading one part once there is room for it; the part must not be changed afterwards."""
         try:
+            if len(self._parts) >= self.storage.max_parts:
+                self._refuse_part()
             if self._upload_id is None:
                 with translated(self.storage.bucket, f"start the upload of {self.key}", self.storage.sse):
                     answer = self.storage.client.create_multipart_upload(
@@ -286,6 +375,15 @@ class S3Upload:
         except BaseException:
             self.abort()
             raise
+
+    def _refuse_part(self) -> NoReturn:
+        """The stream needs part max_parts + 1: abort the upload rather than have the provider refuse the part."""
+        storage = self.storage
+        self.abort()
+        raise StorageError(
+            f"{self.key} needs more than [s3] max_parts = {storage.max_parts} parts (they hold "
+            f"{binary_size(largest_upload(storage.max_parts, storage.part_size))}); the upload was aborted",
+            f"raise [s3] max_parts if the provider allows more parts per upload (AWS allows {MAX_PARTS})")
 
     def _upload_part(self, upload_id: str, number: int, data: bytes | bytearray) -> str:
         """Runs on the part's own thread; returns the part's ETag."""
@@ -428,26 +526,27 @@ class S3Storage:
     name = "s3"
 
     def __init__(self, bucket: str, prefix: str, client: Any, storage_class: str = "", sse: str = "",
-                 kms_key_id: str = "", report: Reporter = warn, part_size: int = PART_SIZE,
-                 abort_wait: float = ABORT_WAIT) -> None:
+                 kms_key_id: str = "", report: Reporter = log_warning, part_size: int = PART_SIZE,
+                 abort_wait: float = ABORT_WAIT, max_parts: int = MAX_PARTS) -> None:
         self.bucket = bucket
         self.prefix = normalize_prefix(prefix)
         self.client = client
         self.storage_class = storage_class
         self.sse = sse
         self.kms_key_id = kms_key_id
-        self.report = report
+        self.report = one_at_a_time(report)
         self.part_size = part_size
         self.abort_wait = abort_wait
+        self.max_parts = max_parts
         self._bucket_checked = False
 
     @classmethod
-    def from_settings(cls, settings: S3Settings, report: Reporter = warn) -> S3Storage:
+    def from_settings(cls, settings: S3Settings, report: Reporter = log_warning) -> S3Storage:
         if not settings.bucket:
             raise ConfigError("[s3] bucket is empty", 'set bucket = "my-backups" under [s3] in pgdr.toml')
         client = make_client(settings, report)
         return cls(settings.bucket, settings.prefix, client, settings.storage_class, settings.sse,
-                   settings.kms_key_id, report)
+                   settings.kms_key_id, report, max_parts=settings.max_parts)
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
@@ -519,19 +618,51 @@ class S3Storage:
     def open_download(self, key: str) -> BinaryIO:
         return cast(BinaryIO, S3Download(self, key))
 
-    def list(self) -> list[StoredObject]:
+    def list(self, prefix: str = "") -> list[StoredObject]:
+        """The objects whose key starts with prefix, by key: ListObjectsV2 pages under [s3] prefix + prefix."""
         objects = []
-        with translated(self.bucket, f"list {self.describe()}", self.sse):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+        with translated(self.bucket, f"list {self.describe()}{prefix}", self.sse):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                          Prefix=self.prefix + prefix)
+            for page in pages:
                 for item in page.get("Contents", []):
                     key = str(item["Key"])[len(self.prefix):]
                     if key and not key.endswith("/"):
                         objects.append(StoredObject(key, int(item["Size"]), item["LastModified"].astimezone(UTC)))
         return sorted(objects, key=lambda item: item.key)
 
-    def delete(self, key: str) -> None:
-        with translated(self.bucket, f"delete {self.describe()}{key}", self.sse):
-            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+    def exists(self, key: str) -> bool:
+        """An object under key (HeadObject), or a folder-like key (a split backup) with an object under key/."""
+        object_key = self.object_key(key)
+        with translated(self.bucket, f"look for {self.describe()}{key}", self.sse):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=object_key)
+                return True
+            except ClientError as error:
+                if str(error.response.get("Error", {}).get("Code", "")) not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+            answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=object_key + "/", MaxKeys=10)
+        return any(not str(item["Key"]).endswith("/") for item in answer.get("Contents", []))
+
+    def delete(self, *keys: str) -> None:
+        """Each key's object and, for a folder-like key (a split backup), every object under key/: DeleteObjects
+        in batches of DELETE_BATCH, in the order given. A key already gone is no error; the keys S3 refused to
+        delete are named in one StorageError, after every batch was tried."""
+        object_keys = [self.object_key(key) for key in keys]
+        with translated(self.bucket, f"list {self.describe()}", self.sse):
+            doomed = with_folder_contents(self.client.get_paginator("list_objects_v2"), self.bucket, object_keys)
+        refused = []
+        for start in range(0, len(doomed), DELETE_BATCH):
+            batch = doomed[start:start + DELETE_BATCH]
+            with translated(self.bucket, f"delete {len(batch)} objects from {self.describe()}", self.sse):
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": key} for key in batch], "Quiet": True})
+            refused += answer.get("Errors", [])
+        if refused:
+            denied = any(item.get("Code") in DENIED_CODES for item in refused)
+            raise StorageError(f"could not delete {len(refused)} of {len(doomed)} objects from {self.describe()}: "
+                               f"{describe_refused(refused)}", iam_hint("DeleteObject", self.bucket, self.sse)
+                               if denied else "check [s3] settings and the network, then run the command again")
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.retrying(f"upload {key}", lambda: self.client.put_object(
@@ -544,5 +675,3 @@ class S3Storage:
         with translated(self.bucket, f"read {self.describe()}{key}", self.sse):
             return bytes(answer["Body"].read())
 
-    def local_path(self, key: str) -> None:
-        return None

@@ -19,13 +19,16 @@ from typing import BinaryIO
 
 from pgdr.artifact import Manifest
 from pgdr.catalog import BackupRecord
-from pgdr.compression import make_decompressor
 from pgdr.concurrency import Sessions, run_all
 from pgdr.context import Context
 from pgdr.errors import IntegrityError
+from pgdr.formats.codecs import age_identity
+from pgdr.formats.psql_feed import GlobalsFilter, feed_psql, load_session_options, unprivileged_client
 from pgdr.postgres.connect import client_environment
-from pgdr.run import CHUNK_SIZE, RunAs, stream
+from pgdr.run import RunAs
 from pgdr.storage import Storage
+from pgdr.streams import Codec
+from pgdr.streams.decoder import decoded
 from pgdr.ui import ProgressHandle
 
 GLOBALS_LABEL = "globals"
@@ -69,34 +72,25 @@ def uncompressed_range(context: Context, handle: BinaryIO, record: BackupRecord,
     """Bytes [start, end) of the backup's SQL, decompressed (and decrypted) from the beginning of the file; end None:
     to the end of the stream."""
     end = end if end is not None else sys.maxsize
-    from pgdr.actions.restore import TeeReader, plaintext
-
-    decompressor = make_decompressor(record.key.compression)
-    with plaintext(context, TeeReader(handle, lambda chunk: None), record) as source:  # closed: no thread, no fd left
+    codec = Codec(record.key.compression, record.key.encrypted)
+    identity = age_identity(context, codec, f"backup {record.key}")
+    with decoded(handle, codec, identity, f"backup {record.key}") as chunks:  # closed: no thread, no fd left
         position = 0
-        for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
-            data = decompressor.decompress(chunk)
+        for data in chunks:
             if position + len(data) > start:
                 yield data[max(0, start - position) : end - position]
             position += len(data)
             if position >= end:
                 return
-    tail = decompressor.finish()
-    if position + len(tail) > start:
-        yield tail[max(0, start - position) : end - position]
 
 
 def restore_sections(context: Context, psql: str, storage: Storage, record: BackupRecord,
                      ranges: list[SectionRange], jobs: int) -> None:
     """The globals first (roles must exist before the databases' owners and grants), then the databases."""
-    from pgdr.actions.restore import load_session_options
-
     globals_range, *databases = ranges
     databases.sort(key=lambda part: part.size, reverse=True)
     manifest = record.manifest
     assert manifest is not None
-    from pgdr.actions.restore import unprivileged_client
-
     owner = unprivileged_client(context, psql)
     with client_environment(context.superuser_endpoint(), owner) as environment, context.output.progress(
         "Restoring", manifest.uncompressed_size
@@ -157,21 +151,12 @@ class _RangeRestorer:
         return lambda sessions: self.restore(part, sessions)
 
     def restore(self, part: SectionRange, sessions: Sessions) -> None:
-        from pgdr.actions.restore import HINT_RETRY, GlobalsFilter, psql_restore_argv
-
         globals_filter = GlobalsFilter(self.context.settings.postgres.superuser) if part.start == 0 else None
-        with self.storage.open_download(self.record.key.key) as handle, stream(
-            psql_restore_argv(self.psql), stage=f"psql ({part.label})", direction="write",
-            environment=self.environment, hint=HINT_RETRY, run_as=self.owner,
-        ) as session:
-            sessions.add(session)
+        with self.storage.open_download(self.record.key.key) as handle:
             # the last part is read to the end of the stream, not to the manifest's uncompressed_size: a wrong size
             # in the manifest must not drop the end of the last database silently
             last = self.record.manifest is not None and part.end == self.record.manifest.uncompressed_size
             pieces = uncompressed_range(self.context, handle, self.record, part.start, None if last else part.end)
-            for piece in pieces if globals_filter is not None else restricted_from_the_start(pieces, part.label):
-                sessions.check()
-                session.write(globals_filter.feed(piece) if globals_filter is not None else piece)
-                self.bar.advance(len(piece))
-            if globals_filter is not None:
-                session.write(globals_filter.finish())
+            chunks = pieces if globals_filter is not None else restricted_from_the_start(pieces, part.label)
+            feed_psql(self.psql, chunks, f"psql ({part.label})", self.environment, globals_filter, self.owner,
+                      sessions, self.bar.advance)

@@ -23,37 +23,54 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-from pgdr.artifact import BackupKey, DatabaseContents, Manifest, StoredPart, TableCount
+from pgdr.artifact import (
+    BackupFacts,
+    BackupKey,
+    DatabaseContents,
+    Manifest,
+    Requirements,
+    StoredPart,
+    TableCount,
+    make_split_key,
+)
 from pgdr.catalog import BackupRecord
-from pgdr.compression import DECOMPRESSION_ERRORS, make_compressor, make_decompressor
 from pgdr.concurrency import Sessions, Task, run_each
 from pgdr.context import Context
+from pgdr.dumpneeds import NeedsReader
 from pgdr.dumpscan import DumpScanner
-from pgdr.errors import BackupFailed, IntegrityError, PgdrError, RestoreFailed, StageFailed
+from pgdr.errors import BackupFailed, ExitCode, IntegrityError, PgdrError, RestoreFailed, StageFailed
+from pgdr.formats.base import working_copy
+from pgdr.formats.codecs import age_identity, age_recipients, backup_codec
+from pgdr.formats.psql_feed import GlobalsFilter, describe_psql_error, feed_psql, jobs, load_session_options
 from pgdr.postgres import inventory, sql
 from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.connect import client_environment, session
-from pgdr.run import CHUNK_SIZE, run, stream
+from pgdr.run import run, stream
 from pgdr.storage import Storage
-from pgdr.storage.fanout import FanoutWriter
+from pgdr.storage.fanout import FanoutUpload
 from pgdr.storage.local import LocalStorage
+from pgdr.streams import Codec, codec_of_name
+from pgdr.streams.decoder import Tally, chunks_of, decoded
+from pgdr.streams.encoder import Encoder
 
-GLOBALS_PART = "globals.sql.gz"
+GLOBALS_BASE = "globals.sql"
+GLOBALS_PART = "globals.sql.gz"  # the globals of a gzip backup (and of every split backup before codecs)
+ARCHIVE_SUFFIX = ".dump"
 SKIPPED_DATABASES = ("template0",)  # template1's contents are dumped and restored into the target's template1
 # Restored into, never created: pg_restore connects to them (the others are created with --create from `postgres`).
 EXISTING_DATABASES = ("postgres", "template1")
 # A database that allows no connections cannot be dumped (the manifest records it as left out).
 DUMPABLE_DATABASES_QUERY = "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname"
 DUMP_COMPRESSION_LEVEL = 1  # pg_dump's own zlib: level 1 keeps the dump near its raw speed
-
-
-def jobs(context: Context) -> int:
-    return context.settings.backup.jobs or os.cpu_count() or 1
 
 
 def globals_argv(pg_dumpall: str) -> list[str]:
@@ -210,7 +227,7 @@ def plan_passes(toc: list[TocEntry], data_ids: set[int], post_data_ids: set[int]
 RACE_ERRORS = ("deadlock detected", "violates foreign key constraint", "duplicate key value violates unique constraint")
 
 
-def is_race(failure: Exception) -> bool:
+def is_race(failure: Exception | None) -> bool:
     """The first ERROR of a failed pg_restore is one of RACE_ERRORS."""
     if not isinstance(failure, StageFailed):
         return False
@@ -225,8 +242,6 @@ def drop_statements(database: str) -> list[str]:
 
 
 def describe_failure(failure: Exception) -> str:
-    from pgdr.actions.restore import describe_psql_error
-
     if isinstance(failure, StageFailed):
         return f"{failure.stage}: {describe_psql_error(failure)}"
     return failure.message if isinstance(failure, PgdrError) else f"{type(failure).__name__}: {failure}"
@@ -239,53 +254,73 @@ def failure_message(failed: dict[str, Exception], complete: list[str]) -> str:
     return f"{'; '.join(parts)}. Partially restored: {names}; {restored}"
 
 
+def part_codec(part: StoredPart) -> Codec:
+    """A part's codec, from its name: `globals.sql.gz`, `db-001.dump` (pg_dump's own zlib, as gzip backups and
+    backups before codecs write them), `db-001.dump.zst.age`."""
+    base = GLOBALS_BASE if part.database is None else part.name[: part.name.index(ARCHIVE_SUFFIX) + len(ARCHIVE_SUFFIX)]
+    return codec_of_name(part.name, base)
+
+
+def archive_codec(codec: Codec) -> tuple[Codec, int]:
+    """How a database's archive is stored for a backup codec, and pg_dump's own --compress level: gzip is pg_dump's
+    zlib inside the archive (pg_restore reads it as it is); zstd and none leave the archive uncompressed, zstd then
+    compresses it outside; age encrypts it outside either way."""
+    if codec.compression == "gzip":
+        return Codec("none", codec.encrypted), DUMP_COMPRESSION_LEVEL
+    return codec, 0
+
+
+def _write_part(context: Context, storages: list[Storage], key: BackupKey, name: str, codec: Codec,
+                produce: Callable[[Encoder], None]) -> StoredPart:
+    """One part to every target through the encoder: all or nothing."""
+    with FanoutUpload(storages, key.object_key(name)) as upload, Encoder(
+        upload.write, codec, context.settings.backup.compression_level, age_recipients(context, codec)
+    ) as encoder:
+        produce(encoder)
+    return StoredPart(name=name, size=encoder.size, sha256=encoder.sha256)
+
+
 def dump_globals(context: Context, pg_dumpall: str, storages: list[Storage], key: BackupKey) -> StoredPart:
-    writer = FanoutWriter(storages, key.object_key(GLOBALS_PART))
-    compressor, scanner = make_compressor("gzip"), DumpScanner()
-    try:
+    codec = backup_codec(context)
+
+    def produce(encoder: Encoder) -> None:
+        scanner = DumpScanner()
         with client_environment(context.superuser_endpoint()) as environment, stream(
             globals_argv(pg_dumpall), stage="pg_dumpall --globals-only", direction="read", environment=environment,
+            exit_code=ExitCode.BACKUP_FAILED,
         ) as dump:
             while chunk := dump.read():
                 scanner.feed(chunk)
-                writer.write(compressor.compress(chunk))
-        writer.write(compressor.flush())
+                encoder.write(chunk)
         if not scanner.complete or scanner.has_password:
             raise BackupFailed("the globals dump is incomplete or holds passwords", "run `pgdr backup` again")
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return StoredPart(name=GLOBALS_PART, size=writer.size, sha256=writer.sha256)
+
+    return _write_part(context, storages, key, codec.name(GLOBALS_BASE), codec, produce)
 
 
 def dump_database(context: Context, pg_dump: str, storages: list[Storage], key: BackupKey, index: int,
                   database: str) -> tuple[StoredPart, DatabaseContents]:
     """pg_dump one database in a snapshot exported by a transaction that also counts its rows."""
     endpoint = context.superuser_endpoint(database)
-    level = 0 if context.settings.backup.compression == "none" else DUMP_COMPRESSION_LEVEL
-    name = f"db-{index:03d}.dump"
+    codec, level = archive_codec(backup_codec(context))
     with session(endpoint, autocommit=False) as connection:
         connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = str(connection.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         counts = [TableCount(schema=schema, table=table, rows=rows)
                   for (schema, table), rows in sorted(inventory.counts_in(connection).items())]
-        writer = FanoutWriter(storages, key.object_key(name))
-        try:
+
+        def produce(encoder: Encoder) -> None:
             with client_environment(endpoint) as environment, stream(
                 pg_dump_argv(pg_dump, snapshot, level), stage=f"pg_dump {database}", direction="read",
-                environment=environment,
+                environment=environment, exit_code=ExitCode.BACKUP_FAILED,
             ) as dump:
                 while chunk := dump.read():
-                    writer.write(chunk)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+                    encoder.write(chunk)
+
+        part = _write_part(context, storages, key, codec.name(f"db-{index:03d}{ARCHIVE_SUFFIX}"), codec, produce)
         connection.rollback()
-    context.output.info(f"   {database}: {writer.size} bytes")
-    return (StoredPart(name=name, database=database, size=writer.size, sha256=writer.sha256),
-            DatabaseContents(name=database, tables=counts))
+    context.output.info(f"   {database}: {part.size} bytes")
+    return part.model_copy(update={"database": database}), DatabaseContents(name=database, tables=counts)
 
 
 def dumped_databases(context: Context) -> list[str]:
@@ -298,89 +333,103 @@ def dumped_databases(context: Context) -> list[str]:
 def backup_split(context: Context, toolset: Toolset, storages: list[Storage], key: BackupKey
                  ) -> tuple[list[StoredPart], list[DatabaseContents]]:
     """Every part or none: on failure, parts already written are deleted (no manifest is written either)."""
-    parts: list[StoredPart] = []
     try:
-        parts.append(dump_globals(context, toolset.path("pg_dumpall"), storages, key))
+        parts = [dump_globals(context, toolset.path("pg_dumpall"), storages, key)]
         databases = dumped_databases(context)
         with ThreadPoolExecutor(max_workers=min(jobs(context), max(1, len(databases)))) as pool:
             futures = [pool.submit(dump_database, context, toolset.path("pg_dump"), storages, key, index, name)
                        for index, name in enumerate(databases, 1)]
             results = [future.result() for future in futures]
-    except StageFailed as failure:
-        _delete_parts(storages, key)
-        raise BackupFailed(f"backup failed at stage {failure.stage}: {failure.detail}", failure.hint) from None
     except BaseException:
-        _delete_parts(storages, key)
+        for storage in storages:
+            storage.delete(*split_objects(storage, key)[1:])
         raise
-    parts += [part for part, _ in results]
-    return parts, [contents for _, contents in results]
+    return parts + [part for part, _ in results], [contents for _, contents in results]
 
 
-def _delete_parts(storages: list[Storage], key: BackupKey) -> None:
-    prefix = key.key + "/"
-    for storage in storages:
-        for item in storage.list():
-            if item.key.startswith(prefix):
-                storage.delete(item.key)
+def split_objects(storage: Storage, key: BackupKey) -> list[str]:
+    """The manifest first (a split backup is listed through it, so a crash can only leave unlisted parts behind,
+    never a listed backup with parts missing), then the parts, then the backup's folder."""
+    return [key.manifest_key, *(item.key for item in storage.list(key.key + "/")), key.key]
 
 
-def check_split(context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> LocalStorage:
-    """Every part against the manifest (size, sha256), the globals decompressed, each archive's table of contents
-    read by pg_restore. A remote backup is downloaded into the backup dir on the way. Returns where it is local."""
+def check_split(context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> Storage:
+    """Every part against the manifest (size, sha256), the globals decoded and scanned, each archive decoded and its
+    table of contents read by pg_restore. A backup outside the backup dir is copied into it on the way. Returns
+    the backup dir."""
     manifest = record.manifest
     assert manifest is not None
-    local = storage if isinstance(storage, LocalStorage) else LocalStorage(context.settings.backup.dir)
+    copy_to = working_copy(context, storage)
+    local = copy_to or LocalStorage(context.settings.backup.dir)
     context.output.step(f"Checking {record.key} ({len(manifest.parts)} parts: checksums, archive contents)")
     for part in manifest.parts:
-        _check_part(context, storage, local, record.key, part)
-    for part in manifest.parts:
-        if part.database is not None:
-            path = local.path_of(record.key.object_key(part.name))
-            run([toolset.path("pg_restore"), "--list", str(path)], stage=f"pg_restore --list {part.name}",
-                hint="the archive is corrupt: restore another backup (see `pgdr list`)")
-    if local is not storage:
-        local.put_bytes(record.key.manifest_key, manifest.to_json())
+        _check_part(context, storage, copy_to, record.key, part)
+    with tempfile.TemporaryDirectory(prefix="pgdr-check-") as folder:  # 0700
+        for part in manifest.parts:
+            if part.database is not None:
+                with plain_archive(context, local, record.key, part, Path(folder)) as path:
+                    run([toolset.path("pg_restore"), "--list", str(path)], stage=f"pg_restore --list {part.name}",
+                        hint="the archive is corrupt: restore another backup (see `pgdr list`)",
+                        exit_code=ExitCode.INTEGRITY)
+    if copy_to is not None:
+        copy_to.put_bytes(record.key.manifest_key, manifest.to_json())
     return local
 
 
-def _check_part(context: Context, storage: Storage, local: LocalStorage, key: BackupKey, part: StoredPart) -> None:
-    object_key = key.object_key(part.name)
-    copy = local.open_upload(object_key) if local is not storage else None
-    digest, size = hashlib.sha256(), 0
-    decompressor, scanner = make_decompressor("gzip"), DumpScanner()
-    try:
-        with storage.open_download(object_key) as handle:
-            for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
-                digest.update(chunk)
-                size += len(chunk)
-                if copy is not None:
-                    copy.write(chunk)
-                if part.database is None:
-                    scanner.feed(decompressor.decompress(chunk))
+def _check_part(context: Context, storage: Storage, copy_to: LocalStorage | None, key: BackupKey,
+                part: StoredPart) -> None:
+    """Size and sha256 of the stored bytes; the globals also decoded and their end marker seen."""
+    tally, scanner = Tally(), DumpScanner()
+    codec = part_codec(part)
+    with ExitStack() as stack:
+        copy = stack.enter_context(copy_to.open_upload(key.object_key(part.name))) if copy_to is not None else None
+        handle = stack.enter_context(storage.open_download(key.object_key(part.name)))
+
+        def on_chunk(chunk: bytes) -> None:
+            tally(chunk)
+            if copy is not None:
+                copy.write(chunk)
+
         if part.database is None:
-            scanner.feed(decompressor.finish())
-        if size != part.size or digest.hexdigest() != part.sha256 or (part.database is None and not scanner.complete):
+            identity = age_identity(context, codec, f"part {part.name} of {key}")
+            with decoded(handle, codec, identity, f"part {part.name} of {key}", on_chunk) as chunks:
+                for chunk in chunks:
+                    scanner.feed(chunk)
+        else:
+            for chunk in chunks_of(handle):
+                on_chunk(chunk)
+        if tally.size != part.size or tally.sha256 != part.sha256 or (part.database is None and not scanner.complete):
             raise IntegrityError(f"part {part.name} of {key} does not match its manifest",
                                  "the backup is corrupt: restore another one (see `pgdr list`)")
-        if copy is not None:
-            copy.commit()
-    except DECOMPRESSION_ERRORS as error:
-        if copy is not None:
-            copy.abort()
-        raise IntegrityError(f"part {part.name} of {key} does not decompress: {error}",
-                             "the backup is corrupt: restore another one (see `pgdr list`)") from None
-    except BaseException:
-        if copy is not None:
-            copy.abort()
-        raise
+
+
+@contextmanager
+def plain_archive(context: Context, local: LocalStorage, key: BackupKey, part: StoredPart, folder: Path
+                  ) -> Iterator[Path]:
+    """The pg_dump archive of a part as a file pg_restore can read (and seek in, for --jobs): the stored file when
+    it has no outer codec, else decoded into `folder` (0600) for as long as it is needed."""
+    codec = part_codec(part)
+    stored = local.path_of(key.object_key(part.name))
+    if codec == Codec():
+        yield stored
+        return
+    path = folder / f"{part.name.split('.')[0]}{ARCHIVE_SUFFIX}"
+    identity = age_identity(context, codec, f"part {part.name} of {key}")
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as output, \
+                local.open_download(key.object_key(part.name)) as handle, \
+                decoded(handle, codec, identity, f"part {part.name} of {key}") as chunks:
+            for chunk in chunks:
+                output.write(chunk)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def restore_parts(context: Context, toolset: Toolset, local: LocalStorage, record: BackupRecord,
                   database: str | None, existing_roles: set[str]) -> None:
     """Globals through psql (roles that exist are skipped), then the databases, several at a time, biggest first
     (one big database's COPY no longer holds the others back), each in passes; a failed one stops no other."""
-    from pgdr.actions.restore import load_session_options
-
     manifest = record.manifest
     assert manifest is not None
     with client_environment(context.superuser_endpoint()) as environment:
@@ -389,44 +438,46 @@ def restore_parts(context: Context, toolset: Toolset, local: LocalStorage, recor
         parts = sorted((part for part in manifest.parts if part.database is not None
                         and (database is None or part.database == database)),
                        key=lambda part: part.size, reverse=True)
-        paths = {part.database or "": local.path_of(record.key.object_key(part.name)) for part in parts}
-        _restore_databases(context, toolset, paths, environment)
+        _restore_databases(context, toolset, local, record, parts, environment)
 
 
 def _restore_globals(context: Context, toolset: Toolset, local: LocalStorage, record: BackupRecord,
                      existing_roles: set[str], environment: dict[str, str]) -> None:
-    from pgdr.actions.restore import GlobalsFilter, psql_restore_argv
+    manifest = record.manifest
+    assert manifest is not None
+    part = next(part for part in manifest.parts if part.database is None)
+    codec = part_codec(part)
+    identity = age_identity(context, codec, f"part {part.name} of {record.key}")
+    with local.open_download(record.key.object_key(part.name)) as handle, \
+            decoded(handle, codec, identity, f"part {part.name} of {record.key}") as chunks:
+        feed_psql(toolset.path("psql"), chunks, "psql (globals)", environment,
+                  GlobalsFilter(context.settings.postgres.superuser, existing_roles), None)
 
-    globals_filter = GlobalsFilter(context.settings.postgres.superuser, existing_roles)
-    with local.open_download(record.key.object_key(GLOBALS_PART)) as handle, stream(
-        psql_restore_argv(toolset.path("psql")), stage="psql (globals)", direction="write", environment=environment,
-    ) as psql:
-        decompressor = make_decompressor("gzip")
-        for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
-            psql.write(globals_filter.feed(decompressor.decompress(chunk)))
-        psql.write(globals_filter.feed(decompressor.finish()) + globals_filter.finish())
 
-
-def _restore_databases(context: Context, toolset: Toolset, paths: dict[str, Path], environment: dict[str, str]
-                       ) -> None:
+def _restore_databases(context: Context, toolset: Toolset, local: LocalStorage, record: BackupRecord,
+                       parts: list[StoredPart], environment: dict[str, str]) -> None:
     """Every database to its end, whatever the others do; then the ones a parallel race stopped, one at a time
     with --jobs 1; RestoreFailed names what failed and what is complete."""
     parallel = jobs(context)
-    context.output.info(f"   {len(paths)} databases, {min(parallel, max(1, len(paths)))} at a time, each with "
+    names = [part.database or "" for part in parts]
+    context.output.info(f"   {len(parts)} databases, {min(parallel, max(1, len(parts)))} at a time, each with "
                         f"pg_restore --jobs {parallel} in passes")
-    tasks = [_database_task(context, toolset, path, name, parallel, environment) for name, path in paths.items()]
-    outcomes = run_each(tasks, jobs=parallel)
-    failed = {name: error for name, error in zip(paths, outcomes, strict=True) if error is not None}
-    for name in [name for name, error in failed.items() if parallel > 1 and is_race(error)]:
-        context.output.warn(f"{name}: the parallel restore failed ({describe_failure(failed[name])}); dropping it "
-                            "and restoring it again with pg_restore --jobs 1")
-        [again] = run_each([_serial_task(context, toolset, paths[name], name, environment)], jobs=1)
-        if again is None:
-            del failed[name]
-        else:
-            failed[name] = again
+    with tempfile.TemporaryDirectory(prefix=".pgdr-archives-", dir=local.root) as folder:  # 0700, beside the backup
+        archive = partial(plain_archive, context, local, record.key, folder=Path(folder))
+        tasks = [_database_task(context, toolset, archive, part, parallel, environment) for part in parts]
+        outcomes = run_each(tasks, jobs=parallel)
+        failed = {name: error for name, error in zip(names, outcomes, strict=True) if error is not None}
+        for part in [part for part in parts if parallel > 1 and is_race(failed.get(part.database or ""))]:
+            name = part.database or ""
+            context.output.warn(f"{name}: the parallel restore failed ({describe_failure(failed[name])}); dropping "
+                                "it and restoring it again with pg_restore --jobs 1")
+            [again] = run_each([_serial_task(context, toolset, archive, part, environment)], jobs=1)
+            if again is None:
+                del failed[name]
+            else:
+                failed[name] = again
     if failed:
-        raise RestoreFailed(failure_message(failed, [name for name in paths if name not in failed]),
+        raise RestoreFailed(failure_message(failed, [name for name in names if name not in failed]),
                             "fix the cause above, then restore the failed database again (`--database "
                             f"{next(iter(failed))} --clean`), or the whole backup with --clean")
 
@@ -437,19 +488,23 @@ def read_plan(pg_restore: str, path: Path, parallel: int) -> list[RestorePass]:
         return [RestorePass("whole archive", parallel=False, section=None)]
 
     def listing(section: str | None) -> str:
-        return run(toc_argv(pg_restore, path, section), stage=f"pg_restore --list {path.name}").stdout.decode(
+        return run(toc_argv(pg_restore, path, section), stage=f"pg_restore --list {path.name}",
+                   exit_code=ExitCode.RESTORE_FAILED).stdout.decode(
             "utf-8", "replace")
 
     return plan_passes(parse_toc(listing(None)), listed_ids(listing("data")), listed_ids(listing("post-data")))
 
 
-def _database_task(context: Context, toolset: Toolset, path: Path, database: str, parallel: int,
+Archive = Callable[[StoredPart], AbstractContextManager[Path]]
+
+
+def _database_task(context: Context, toolset: Toolset, archive: Archive, part: StoredPart, parallel: int,
                    environment: dict[str, str]) -> Task:
-    pg_restore = toolset.path("pg_restore")
+    pg_restore, database = toolset.path("pg_restore"), part.database or ""
 
     def restore_database(sessions: Sessions) -> None:
-        plan = read_plan(pg_restore, path, parallel)
-        with tempfile.TemporaryDirectory(prefix="pgdr-toc-") as folder:  # 0700
+        with archive(part) as path, tempfile.TemporaryDirectory(prefix="pgdr-toc-") as folder:  # 0700
+            plan = read_plan(pg_restore, path, parallel)
             for number, step in enumerate(plan):
                 sessions.check()
                 list_file = _write_list(Path(folder) / f"pass-{number}.list", step) if step.entries else None
@@ -460,15 +515,19 @@ def _database_task(context: Context, toolset: Toolset, path: Path, database: str
     return restore_database
 
 
-def _serial_task(context: Context, toolset: Toolset, path: Path, database: str, environment: dict[str, str]) -> Task:
+def _serial_task(context: Context, toolset: Toolset, archive: Archive, part: StoredPart,
+                 environment: dict[str, str]) -> Task:
+    database = part.database or ""
+
     def redo(sessions: Sessions) -> None:
         with session(context.superuser_endpoint(maintenance_database(database))) as connection:
             exists = connection.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s",
                                         (database,)).fetchone()
             for statement in drop_statements(database) if exists else []:
                 connection.execute(statement)  # type: ignore[call-overload]
-        _run_pass(sessions, pg_restore_argv(toolset.path("pg_restore"), path, database, 1),
-                  f"pg_restore --jobs 1 {database}", environment)
+        with archive(part) as path:
+            _run_pass(sessions, pg_restore_argv(toolset.path("pg_restore"), path, database, 1),
+                      f"pg_restore --jobs 1 {database}", environment)
         context.output.info(f"   {database}: restored with pg_restore --jobs 1")
 
     return redo
@@ -482,17 +541,62 @@ def _write_list(path: Path, step: RestorePass) -> Path:
 
 
 def _run_pass(sessions: Sessions, argv: list[str], stage: str, environment: dict[str, str]) -> None:
-    with stream(argv, stage=stage, direction="write", environment=environment) as process:
+    with stream(argv, stage=stage, direction="write", environment=environment,
+                exit_code=ExitCode.RESTORE_FAILED) as process:
         sessions.add(process)
         process.close_input()  # pg_restore reads the archive file, not stdin
 
 
-def split_manifest_fields(parts: list[StoredPart]) -> dict[str, object]:
-    """size and sha256 of a split backup as a whole: the sum of its parts, and a digest over the parts' digests."""
-    combined = hashlib.sha256("".join(f"{part.name}:{part.sha256}\n" for part in parts).encode()).hexdigest()
-    return {"size": sum(part.size for part in parts), "sha256": combined, "parts": parts, "format": "split"}
+def combined_sha256(parts: list[StoredPart]) -> str:
+    """The sha256 of a split backup as a whole: a digest over its parts' digests."""
+    return hashlib.sha256("".join(f"{part.name}:{part.sha256}\n" for part in parts).encode()).hexdigest()
 
 
-def manifest_for_split(base: dict[str, object], parts: list[StoredPart]) -> Manifest:
-    return Manifest.model_validate({**base, **split_manifest_fields(parts)})
+class SplitFormat:
+    name = "split"
+    restores_one_database = True
 
+    def backup_tools(self) -> tuple[str, ...]:
+        return ("pg_dumpall", "psql", "pg_dump", "pg_restore")
+
+    def restore_tools(self) -> tuple[str, ...]:
+        return ("psql", "pg_dumpall", "pg_restore")
+
+    def new_key(self, context: Context, created: datetime, safety: bool) -> BackupKey:
+        return make_split_key(created, safety)
+
+    def write(self, context: Context, toolset: Toolset, storages: list[Storage], key: BackupKey,
+              facts: BackupFacts) -> Manifest:
+        clock = time.monotonic()
+        parts, databases = backup_split(context, toolset, storages, key)
+        return Manifest(**dict(facts), format=self.name, size=sum(part.size for part in parts),
+                        sha256=combined_sha256(parts), uncompressed_size=0, finished_at=datetime.now(UTC),
+                        seconds={"dump": round(time.monotonic() - clock, 3)}, databases=databases, parts=parts)
+
+    def check(self, context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> Storage:
+        if record.manifest is None:
+            raise IntegrityError(f"split backup {record.key} has no readable manifest", "restore another backup")
+        return check_split(context, storage, record, toolset)
+
+    def needs(self, context: Context, storage: Storage, record: BackupRecord) -> Requirements:
+        """Only the globals are read (tablespaces): the archives' extensions and ICU are left to the restore."""
+        context.output.info("   extensions and ICU are not checked before this restore: its manifest predates their "
+                            "record and the database archives are not read (tablespaces are, from the globals)")
+        name = next((part.name for part in record.manifest.parts if part.database is None), GLOBALS_PART) \
+            if record.manifest is not None else GLOBALS_PART
+        codec = codec_of_name(name, GLOBALS_BASE)
+        reader = NeedsReader()
+        with storage.open_download(record.key.object_key(name)) as handle, decoded(
+            handle, codec, age_identity(context, codec, f"part {name} of {record.key}"), f"backup {record.key}"
+        ) as chunks:
+            for chunk in chunks:
+                reader.feed(chunk)
+        reader.finish()
+        return Requirements(tablespaces=reader.requirements().tablespaces)
+
+    def restore(self, context: Context, toolset: Toolset, storage: Storage, record: BackupRecord,
+                database: str | None, existing_roles: set[str]) -> None:
+        restore_parts(context, toolset, LocalStorage(context.settings.backup.dir), record, database, existing_roles)
+
+    def objects(self, storage: Storage, key: BackupKey) -> list[str]:
+        return split_objects(storage, key)

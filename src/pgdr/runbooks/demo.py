@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
-from pgdr.actions import backup, clean, provision, restore, server, verify
+from pgdr.actions import backup, clean, provision, server, verify
 from pgdr.context import Context
 from pgdr.errors import Refused
 from pgdr.postgres.connect import session
+from pgdr.runbooks import restore
 from pgdr.secrets import generate_password, write_dotenv
 
 SAMPLE_ROWS = 50_000

@@ -16,18 +16,14 @@ version is checked before this (restore.check_versions refuses a backup from a n
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pgdr.actions.split import GLOBALS_PART
 from pgdr.artifact import ExtensionNeed, Requirements, TablespaceNeed
 from pgdr.catalog import BackupRecord
-from pgdr.compression import DECOMPRESSION_ERRORS, make_decompressor
 from pgdr.context import Context
-from pgdr.dumpneeds import NeedsReader
-from pgdr.errors import IntegrityError, Refused
+from pgdr.errors import Refused
+from pgdr.formats.choice import of_key
 from pgdr.postgres.requirements import Offer, offer_of_server
-from pgdr.run import CHUNK_SIZE
 from pgdr.storage import Storage
 
 # Extensions of PostgreSQL's contrib: Debian's and Ubuntu's postgresql-<major> package ships them all.
@@ -93,41 +89,7 @@ def backup_requirements(context: Context, storage: Storage, record: BackupRecord
     manifest = record.manifest
     if manifest is not None and manifest.requirements is not None:
         return manifest.requirements
-    if record.key.format == "split":
-        context.output.info("   extensions and ICU are not checked before this restore: its manifest predates their "
-                            "record and the database archives are not read (tablespaces are, from the globals)")
-        reader = read_script(_chunks(storage, record.key.object_key(GLOBALS_PART)), "gzip", record)
-        return Requirements(tablespaces=reader.requirements().tablespaces)
-    why = "it has no manifest" if manifest is None else "its manifest predates their record"
-    context.output.step(f"Reading what {record.key} needs from the server ({why}: one more decompression pass)")
-    return read_script(_plain_chunks(context, storage, record), record.key.compression, record).requirements()
-
-
-def read_script(chunks: Iterator[bytes], compression: str, record: BackupRecord) -> NeedsReader:
-    reader, decompressor = NeedsReader(), make_decompressor(compression)
-    try:
-        for chunk in chunks:
-            reader.feed(decompressor.decompress(chunk))
-        reader.feed(decompressor.finish())
-    except DECOMPRESSION_ERRORS as error:
-        raise IntegrityError(f"backup {record.key} does not decompress as {compression}: {error}",
-                             "the backup is corrupt: restore another one (see `pgdr list`)") from None
-    reader.finish()
-    return reader
-
-
-def _chunks(storage: Storage, key: str) -> Iterator[bytes]:
-    with storage.open_download(key) as handle:
-        yield from iter(lambda: handle.read(CHUNK_SIZE), b"")
-
-
-def _plain_chunks(context: Context, storage: Storage, record: BackupRecord) -> Iterator[bytes]:
-    """The backup's compressed SQL, decrypted when it is encrypted."""
-    from pgdr.actions.restore import TeeReader, plaintext  # restore calls this module: imported when used
-
-    with storage.open_download(record.key.key) as handle, context.output.progress("Reading", record.size) as bar:
-        with plaintext(context, TeeReader(handle, lambda chunk: bar.advance(len(chunk))), record) as plain:
-            yield from iter(lambda: plain.read(CHUNK_SIZE), b"")
+    return of_key(record.key).needs(context, storage, record)
 
 
 def for_database(requirements: Requirements, database: str | None) -> Requirements:

@@ -11,7 +11,6 @@ backups (and in S3 when that is a target).
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import tempfile
@@ -24,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from pgdr import drill_lock
-from pgdr.actions import provision, restore, server, verify
+from pgdr.actions import provision, server, verify
+from pgdr.actions.restore import existing_data, select_backup
 from pgdr.context import Context
+from pgdr.drill_history import record_drill
 from pgdr.errors import PgdrError, RtoExceeded
 from pgdr.locking import locked
+from pgdr.runbooks import restore
 from pgdr.secrets import SecretResolver, generate_password
 from pgdr.state import read_restore_record
 from pgdr.storage import open_storage
 
-DRILL_HISTORY = "drill-history.jsonl"
 DRILL_SUPERUSER_SECRET = "PGDR_DRILL_SUPERUSER_PASSWORD"
 
 
@@ -66,15 +67,15 @@ def timed(report: RecoveryReport, step: str, context: Context) -> Iterator[None]
 
 
 def chosen_key(context: Context, source: str, key: str | None, allow_suspicious: bool = False) -> str:
-    return key or restore.select_backup(context, source, None, allow_suspicious)[1].key.key
+    return key or select_backup(context, source, None, allow_suspicious)[1].key.key
 
 
 def already_restored(context: Context, key: str) -> bool:
     """The record says key was restored completely, and the server still holds data (not a new, empty cluster)."""
     record = read_restore_record(context.settings.state_dir)
-    if not (record and record.get("key") == key and record.get("status") == "complete"):
+    if not (record and record.key == key and record.complete):
         return False
-    databases, roles = restore.existing_data(context)
+    databases, roles = existing_data(context)
     return bool(databases or roles)
 
 
@@ -159,7 +160,7 @@ def drill(context: Context, source: str = "local", key: str | None = None) -> Re
         # A drill of a suspicious newest backup goes ahead (it touches no live data, and is how to find out), and
         # says so; marked as read, so that prune keeps it (see drill_lock.py).
         key = chosen_key(context, source, key, allow_suspicious=True)
-        with drill_lock.reading(open_storage(context.settings, source), key, context.output.warn):
+        with drill_lock.reading(open_storage(context.settings, source, context.output.warn), key, context.output.warn):
             run_recovery(scratch, report, key, clean=False)
         report.outcome = "ok"
         check_objective(context, report)
@@ -190,27 +191,3 @@ def remove_scratch(scratch: Context, folder: Path) -> None:
     except PgdrError as error:
         scratch.output.warn(f"could not stop the scratch cluster: {error.message}")
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def record_drill(context: Context, report: RecoveryReport) -> None:
-    """Append the drill to the history in every backup target; failures to record are reported, not raised."""
-    line = json.dumps(report.as_json()) + "\n"
-    for target in context.settings.backup.targets:
-        try:
-            storage = open_storage(context.settings, target)
-            existing = storage.get_bytes(DRILL_HISTORY) or b""
-            storage.put_bytes(DRILL_HISTORY, existing + line.encode())
-        except PgdrError as error:
-            context.output.warn(f"drill not recorded in {target}: {error.message}")
-
-
-def drill_history(context: Context, source: str = "local") -> list[dict[str, Any]]:
-    data = open_storage(context.settings, source).get_bytes(DRILL_HISTORY) or b""
-    entries = []
-    for line in data.decode("utf-8", "replace").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
-            continue
-    return entries
-

@@ -1,0 +1,82 @@
+"""Decoding, the encoder's reverse: what is read from storage is handed to an observer (sha256, progress, a local
+copy) as stored, then decrypted when the codec says so, then decompressed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from pgdr.errors import IntegrityError
+from pgdr.run import CHUNK_SIZE
+from pgdr.streams import Codec
+from pgdr.streams.compression import DECOMPRESSION_ERRORS, make_decompressor
+from pgdr.streams.encryption import DecryptingReader
+
+HINT_CORRUPT = "the backup is corrupt: restore another one (see `pgdr list`)"
+
+
+class TeeReader:
+    """Hands every chunk read to a callback (hash, progress, local copy) on its way to the reader."""
+
+    def __init__(self, source: BinaryIO, on_chunk: Callable[[bytes], None]) -> None:
+        self._source = source
+        self._on_chunk = on_chunk
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._source.read(size)
+        if chunk:
+            self._on_chunk(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """The source belongs to the caller: nothing to release here (DecryptingReader has a thread and a pipe)."""
+
+    def __enter__(self) -> TeeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Tally:
+    """sha256 and size of the stored bytes, fed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._digest = hashlib.sha256()
+
+    def __call__(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+def chunks_of(reader: TeeReader | DecryptingReader | BinaryIO) -> Iterator[bytes]:
+    return iter(lambda: reader.read(CHUNK_SIZE), b"")
+
+
+@contextmanager
+def decoded(source: BinaryIO, codec: Codec, identity: object | None, label: str,
+            on_stored: Callable[[bytes], None] | None = None) -> Iterator[Iterator[bytes]]:
+    """The plain bytes of `source`, chunk by chunk; on_stored sees the bytes as stored. A stream that does not
+    decompress is an IntegrityError naming `label`; decryption errors are IntegrityErrors already."""
+    if codec.encrypted and identity is None:
+        raise ValueError("an encrypted codec needs an age identity")
+    tee = TeeReader(source, on_stored or (lambda chunk: None))
+    with DecryptingReader(tee, identity) if codec.encrypted else tee as reader:  # type: ignore[arg-type]
+        yield _decompressed(reader, codec, label)
+
+
+def _decompressed(reader: TeeReader | DecryptingReader, codec: Codec, label: str) -> Iterator[bytes]:
+    decompressor = make_decompressor(codec.compression)
+    try:
+        for chunk in chunks_of(reader):
+            yield decompressor.decompress(chunk)
+        yield decompressor.finish()
+    except DECOMPRESSION_ERRORS as error:
+        raise IntegrityError(f"{label} does not decompress as {codec.compression}: {error}", HINT_CORRUPT) from None

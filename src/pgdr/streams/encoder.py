@@ -1,0 +1,74 @@
+"""Encoding, as one object: compress, then encrypt with age when recipients are given, then count and hash what
+is stored, then hand it to a sink (an upload). rohmu's `file_writer` and WAL-G's compressors work the same way."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from pgdr.streams import Codec
+from pgdr.streams.compression import Compressor, make_compressor
+from pgdr.streams.encryption import StreamEncryptor
+
+
+class Encoder:
+    """write() plain bytes, close() at the end; sha256 and size are those of the stored (encoded) bytes.
+
+    compress() and emit() are separate so a worker thread can compress while the producer reads: write() is both.
+    """
+
+    def __init__(self, sink: Callable[[bytes], None], codec: Codec, level: int | None = None,
+                 recipients: list[object] | None = None) -> None:
+        if codec.encrypted and not recipients:
+            raise ValueError("an encrypted codec needs age recipients")
+        self.codec = codec
+        self.size = 0
+        self._sink = sink
+        self._digest = hashlib.sha256()
+        self._compressor: Compressor = make_compressor(codec.compression, level)
+        self._encryptor = StreamEncryptor(recipients, self._store) if codec.encrypted and recipients else None
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def write(self, data: bytes) -> None:
+        self._encrypt(self._compressor.compress(data))
+
+    def close(self) -> None:
+        """Flush the compressor and finish the encryption: after this, size and sha256 are final."""
+        self._encrypt(self._compressor.flush())
+        if self._encryptor is not None:
+            encryptor, self._encryptor = self._encryptor, None
+            encryptor.close()
+
+    def discard(self) -> None:
+        """Stop without finishing (the upload is being aborted): the encryption thread ends, its error unread."""
+        if self._encryptor is not None:
+            encryptor, self._encryptor = self._encryptor, None
+            try:
+                encryptor.close()
+            except Exception:  # noqa: BLE001 - aborting anyway; the original error is what matters
+                pass
+
+    def _encrypt(self, data: bytes) -> None:
+        if self._encryptor is not None:
+            self._encryptor.write(data)
+        else:
+            self._store(data)
+
+    def _store(self, data: bytes) -> None:
+        if data:
+            self._digest.update(data)
+            self.size += len(data)
+            self._sink(data)
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        """A normal exit finishes the stream (close); an exception discards it, and the upload below aborts."""
+        if kind is None:
+            self.close()
+        else:
+            self.discard()

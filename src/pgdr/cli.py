@@ -143,9 +143,11 @@ def _print_status(output: Output, report: object) -> None:
 
 @app.command()
 def backup(ctx: typer.Context) -> None:
-    """pg_dumpall --no-role-passwords, compressed while streaming, to every target in backup.targets.
+    """A backup in backup.format, compressed (and encrypted) while streaming, to every target in backup.targets.
 
-    The dump is read as psql reads it: row counts, end marker, database boundaries, passwords left in it.
+    plain: one pg_dumpall --no-role-passwords script, read as psql reads it (row counts, end marker, passwords).
+
+    split: the globals, then one pg_dump -Fc archive per database, several at a time.
 
     Passwords in user mappings or subscriptions: a warning, or a refusal with backup.embedded_secrets = "refuse".
     """

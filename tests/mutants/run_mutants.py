@@ -102,16 +102,8 @@ MUTANTS = [
         appended='''
 
 def _mutant_restore_globals(context, toolset, local, record):  # type: ignore[no-untyped-def]
-    from pgdr.formats.psql_feed import GlobalsFilter, psql_restore_argv
-
-    with client_environment(context.superuser_endpoint()) as environment, local.open_download(
-            record.key.object_key(GLOBALS_PART)) as handle, stream(
-            psql_restore_argv(toolset.path("psql")), stage="psql (globals)", direction="write",
-            environment=environment) as psql:
-        decompressor, globals_filter = make_decompressor("gzip"), GlobalsFilter(context.settings.postgres.superuser)
-        for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
-            psql.write(globals_filter.feed(decompressor.decompress(chunk)))
-        psql.write(globals_filter.feed(decompressor.finish()) + globals_filter.finish())
+    with client_environment(context.superuser_endpoint()) as environment:
+        _restore_globals(context, toolset, local, record, set(), environment)
 '''),
     Mutant(
         "download-resumes-from-byte-0", "src/pgdr/storage/s3.py",

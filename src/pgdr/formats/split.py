@@ -15,6 +15,11 @@ entry that depends on a later pass's entry moves to that pass. Should a parallel
 a foreign-key or a unique violation (what a one-job restore would not hit), that database is dropped and restored
 again with --jobs 1, and said so. One database's failure stops no other: the error names the failed databases
 (each with its first ERROR line and statement; each holds a partial restore) and the ones restored completely.
+
+Parts are written with the backup's codecs (pgdr.streams): `globals.sql` + `.gz`/`.zst` + `.age`; an archive is
+compressed by pg_dump's own zlib for gzip (pg_restore reads it as it is), by pgdr for zstd, and encrypted by pgdr
+with age. An archive with an outer codec is decoded into a 0600 file beside the backups for as long as pg_restore
+reads it (pg_restore --jobs seeks in its file).
 """
 
 from __future__ import annotations
@@ -364,7 +369,7 @@ def check_split(context: Context, storage: Storage, record: BackupRecord, toolse
     context.output.step(f"Checking {record.key} ({len(manifest.parts)} parts: checksums, archive contents)")
     for part in manifest.parts:
         _check_part(context, storage, copy_to, record.key, part)
-    with tempfile.TemporaryDirectory(prefix="pgdr-check-") as folder:  # 0700
+    with tempfile.TemporaryDirectory(prefix=".pgdr-check-", dir=local.root) as folder:  # 0700, beside the backups
         for part in manifest.parts:
             if part.database is not None:
                 with plain_archive(context, local, record.key, part, Path(folder)) as path:

@@ -137,11 +137,12 @@ class LocalStorage:
 
     @staticmethod
     def _files_under(folder: Path) -> Iterator[Path]:
-        """The files a listing shows, under folder at any depth: not hidden ones (uploads in progress)."""
+        """The files a listing shows, under folder at any depth: not hidden ones (uploads in progress), nor those in
+        hidden folders (a restore's decoded archives)."""
         if not folder.is_dir():
             return
         for path in folder.rglob("*"):
-            if path.is_file() and not path.name.startswith("."):
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
                 yield path
 
     def exists(self, key: str) -> bool:

@@ -1,7 +1,8 @@
 """A backup taken while pgbench writes to two databases restores, and each database is consistent in itself:
 pg_dumpall dumps every database in one snapshot, so pgbench's invariant holds in each (the balances of accounts,
 tellers and branches each add up to the sum of the history's deltas). Two databases are not dumped at the same
-instant: cross-database consistency is not given by logical dumps (README, "Consistency of logical backups").
+instant: cross-database consistency is not given by logical dumps (docs/OPERATIONS.md, "Consistency of logical
+backups").
 
 No clock decides an outcome: pgbench runs until the test stops it, after the backup ended and after it wrote more
 rows, so "written while the backup ran" holds however slow the machine is.

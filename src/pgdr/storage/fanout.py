@@ -1,16 +1,16 @@
 """One object written to every backup target at once, all or nothing.
 
 `commit` commits every target's upload, and if one fails removes the ones already committed; `abort` leaves
-nothing anywhere. As a context manager: a normal exit commits, an exception aborts. Bytes only: what they are
-(compressed, encrypted) is decided above, in pgdr.streams.
+nothing anywhere. As a context manager (storage.base.UploadContext): a normal exit commits, an exception aborts.
+Bytes only: what they are (compressed, encrypted) is decided above, in pgdr.streams.
 """
 
 from __future__ import annotations
 
-from pgdr.storage import Storage, Upload
+from pgdr.storage.base import Storage, Upload, UploadContext
 
 
-class FanoutUpload:
+class FanoutUpload(UploadContext):
     def __init__(self, storages: list[Storage], key: str) -> None:
         self.key = key
         self.storages = storages
@@ -40,12 +40,3 @@ class FanoutUpload:
     def abort(self) -> None:
         for upload in self._uploads:
             upload.abort()
-
-    def __enter__(self) -> FanoutUpload:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.abort()

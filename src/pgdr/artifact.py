@@ -22,10 +22,11 @@ SAFETY_PREFIX = "safety/"
 EXTENSIONS = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
 SPLIT_EXTENSION = ".split"  # a folder-like prefix: <key>/globals.sql.gz and one pg_dump -Fc file per database
 SPLIT_COMPRESSION = "custom"
+PHYSICAL_EXTENSION = ".base.tar"  # + .gz/.zst: a pg_basebackup tar of the data directory (formats/physical.py)
 AGE_EXTENSION = ".age"
 KEY_PATTERN = re.compile(
     r"^(?P<safety>safety/)?(?P<day>\d{8})/postgres-all-(?P<stamp>\d{8}-\d{6})"
-    r"(?P<extension>\.sql(?:\.gz|\.zst)?|\.split)(?P<age>\.age)?\Z"
+    r"(?P<extension>\.sql(?:\.gz|\.zst)?|\.split|\.base\.tar(?:\.gz|\.zst)?)(?P<age>\.age)?\Z"
 )
 
 
@@ -38,7 +39,8 @@ class BackupKey:
     compression: str
     safety: bool = False
     encrypted: bool = False
-    format: str = "plain"  # the extension says: "split" for <key>.split/, "plain" for one .sql[.gz|.zst] file
+    format: str = "plain"  # the extension says: "split" for <key>.split/, "physical" for .base.tar[.gz|.zst],
+    # "plain" for one .sql[.gz|.zst] file
 
     def __str__(self) -> str:
         return self.key
@@ -54,10 +56,14 @@ class BackupKey:
 
 def compression_of(extension: str) -> str:
     """The compression a key's extension names; a split backup's parts each name their own (SPLIT_COMPRESSION)."""
+    if extension.startswith(PHYSICAL_EXTENSION):
+        extension = ".sql" + extension.removeprefix(PHYSICAL_EXTENSION)
     return {extension: name for name, extension in EXTENSIONS.items()}.get(extension, SPLIT_COMPRESSION)
 
 
 def format_of(extension: str) -> str:
+    if extension.startswith(PHYSICAL_EXTENSION):
+        return "physical"
     return "split" if extension == SPLIT_EXTENSION else "plain"
 
 
@@ -95,6 +101,12 @@ def make_key(created: datetime, compression: str, safety: bool = False, encrypte
 def make_split_key(created: datetime, safety: bool = False) -> BackupKey:
     """The key of a split backup: a folder-like prefix; its parts' names carry their own codecs."""
     return parse_key(_stem(created, safety) + SPLIT_EXTENSION)
+
+
+def make_physical_key(created: datetime, compression: str, encrypted: bool = False) -> BackupKey:
+    """The key of a physical base backup: one tar of the data directory, compressed and encrypted like a plain one."""
+    suffix = EXTENSIONS[compression].removeprefix(".sql")
+    return parse_key(_stem(created, False) + PHYSICAL_EXTENSION + suffix + (AGE_EXTENSION if encrypted else ""))
 
 
 def _stem(created: datetime, safety: bool) -> str:
@@ -205,6 +217,20 @@ class StoredPart(BaseModel):
     sha256: str
 
 
+class PhysicalFacts(BaseModel):
+    """Where a physical base backup sits in the WAL: recovery from it needs the WAL from start_lsn on, and it is
+    consistent once stop_lsn is replayed (times as the server wrote them in backup_label and the stop record)."""
+
+    timeline: int
+    start_lsn: str
+    stop_lsn: str
+    start_time: datetime
+    stop_time: datetime
+    system_identifier: str = ""
+    incremental_of: str = ""  # key of the base backup this one is incremental to; "" for a full one
+    wal_included: bool = False  # pg_basebackup -X fetch: restorable to stop_lsn without the archive
+
+
 class BackupFacts(BaseModel):
     """What every backup's manifest says whatever its format, gathered by the backup action before the format
     writes: the key, the server and tools, what pg_dumpall leaves out, what a target must offer."""
@@ -239,6 +265,7 @@ class Manifest(BackupFacts):
     # manifests were found by a line scanner that hostile names could fool: they are never used.
     sections_proof: str = ""
     embedded_secrets: list[EmbeddedSecret] = Field(default_factory=list)
+    physical: PhysicalFacts | None = None  # physical format only
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2).encode() + b"\n"

@@ -38,6 +38,9 @@ app.add_typer(clean_app, name="clean")
 app.add_typer(secrets_app, name="secrets")
 schedule_app = typer.Typer(help="Run pgdr on a schedule: systemd timers or cron.", no_args_is_help=True)
 app.add_typer(schedule_app, name="schedule")
+wal_app = typer.Typer(help="The continuous WAL archive behind point-in-time recovery: stream it, mark a moment.",
+                      no_args_is_help=True)
+app.add_typer(wal_app, name="wal")
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Confirm destructive actions without a prompt.")]
 ProductionOption = Annotated[bool, typer.Option(

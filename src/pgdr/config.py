@@ -90,9 +90,13 @@ class BackupSettings(Section):
                                                   description="where backups are written: local, s3, or both")
     min_size: int = Field(1_000_000, description="backups smaller than this are flagged as suspicious "
                                                  "(a size: 1MB, 500kB, 2GiB, or bytes)")
-    format: Literal["plain", "split"] = Field(
-        "plain", description="plain: one pg_dumpall script; split: globals + one pg_dump -Fc per database (parallel)"
+    format: Literal["plain", "split", "physical"] = Field(
+        "plain", description="plain: one pg_dumpall script; split: globals + one pg_dump -Fc per database "
+                             "(parallel); physical: a pg_basebackup base backup, for point-in-time recovery with "
+                             "the WAL archive of `pgdr wal stream`"
     )
+    incremental: bool = Field(False, description="physical, PostgreSQL 17+: take incremental base backups against "
+                                                 "the previous one (the server needs summarize_wal = on)")
     jobs: int = Field(0, ge=0, description="parallel jobs: split dumps, pg_restore --jobs, databases restored at "
                                            "a time; 0: CPU cores")
     encryption: Literal["none", "age"] = Field("none", description="age: encrypt backups at rest to age_recipients "
@@ -204,6 +208,32 @@ class RecoverySettings(Section):
         return None if value in (None, "") else parse_period(value)
 
 
+class WalSettings(Section):
+    rpo_objective: float = Field(60.0, gt=0, description="pgdr wal stream keeps the WAL in storage no older than "
+                                 "this behind the server (it uploads the growing segment at this interval); pgdr "
+                                 "check exits 15 when the archive is further behind (a duration: 5s, 1m)")
+    slot: str = Field("pgdr", pattern=r"^[a-z0-9_]{1,63}$", description="physical replication slot pg_receivewal "
+                      "streams from (created if missing): the server keeps the WAL until pgdr has it")
+    synchronous: bool = Field(False, description="pg_receivewal --synchronous: flush and report each write at once "
+                              "(with synchronous_standby_names, commits wait for the archive)")
+    spool_dir: Path = Field(Path(".pgdr/wal-spool"), description="where pg_receivewal writes segments before they "
+                            "are uploaded; a segment leaves it only once every target has it")
+    spool_max_size: int = Field(4 * 1024**3, description="the spool may hold this much before wal stream stops "
+                                "with an error (a size: 4GB, 500MB)")
+    read_ahead: int = Field(8, ge=1, le=256, description="WAL segments fetched ahead of the server during a "
+                            "point-in-time recovery")
+
+    @field_validator("rpo_objective", mode="before")
+    @classmethod
+    def _parse_objective(cls, value: Any) -> float:
+        return parse_period(value)
+
+    @field_validator("spool_max_size", mode="before")
+    @classmethod
+    def _parse_spool_size(cls, value: Any) -> int:
+        return parse_size(value)
+
+
 class Settings(Section):
     environment: Literal["development", "staging", "production"] = Field(
         "development",
@@ -230,6 +260,8 @@ class Settings(Section):
     retention: RetentionSettings = Field(default_factory=RetentionSettings,  # type: ignore[arg-type]
                                          description="which backups pgdr prune keeps (grandfather-father-son, "
                                                      "per target)")
+    wal: WalSettings = Field(default_factory=WalSettings,  # type: ignore[arg-type]
+                             description="the continuous WAL archive (pgdr wal stream) behind point-in-time recovery")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings,  # type: ignore[arg-type]
                                      description="Prometheus metrics written after each operation")
     notify: NotifySettings = Field(default_factory=NotifySettings,  # type: ignore[arg-type]
@@ -336,6 +368,7 @@ def resolve_paths(settings: Settings, base: Path) -> Settings:
     settings.postgres.data_dir = absolute(settings.postgres.data_dir)
     settings.backup.dir = absolute(settings.backup.dir)
     settings.secrets.dotenv = absolute(settings.secrets.dotenv)
+    settings.wal.spool_dir = absolute(settings.wal.spool_dir)
     if settings.migrations.dir is not None:
         settings.migrations.dir = absolute(settings.migrations.dir)
     if settings.metrics.textfile is not None:

@@ -17,7 +17,7 @@ SOURCE = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SOURCE / "pgdr"
 SHARED_ACTION_MODULES = {"pgdr.actions.shared"}
 # lower number, lower layer: a module may import its own layer's modules or lower ones, never a higher one
-LAYERS = {"pgdr.cli": 5, "pgdr.observe": 5, "pgdr.runbooks": 4, "pgdr.actions": 3, "pgdr.formats": 2,
+LAYERS = {"pgdr.cli": 5, "pgdr.observe": 5, "pgdr.runbooks": 4, "pgdr.actions": 3, "pgdr.formats": 2, "pgdr.wal": 2,
           "pgdr.streams": 1, "pgdr.storage": 1}
 
 

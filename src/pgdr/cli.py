@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -23,6 +23,9 @@ from pgdr.errors import ExitCode, Interrupted, PgdrError, UsageError
 from pgdr.memory import return_large_buffers_to_the_os
 from pgdr.redact import redact
 from pgdr.ui import Output, human_age, human_size
+
+if TYPE_CHECKING:
+    from pgdr.wal.recovery import RecoveryTarget
 
 app = typer.Typer(
     help="PostgreSQL disaster recovery: backups, restore, passwords, verification.",
@@ -49,6 +52,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 DatabaseOption = Annotated[str | None, typer.Option(
     "--database", help="Restore only this database (split backups); other databases are left alone.")]
 SourceOption = Annotated[str, typer.Option("--from", help="Where the backups are: local or s3.")]
+ToTimeOption = Annotated[str | None, typer.Option(
+    "--to", help="Point-in-time recovery to this moment, e.g. \"2026-12-01 10:42:00+00\" (base backup + WAL).")]
+ToLsnOption = Annotated[str | None, typer.Option(
+    "--to-lsn", help="Point-in-time recovery to this LSN, e.g. 0/3000028.")]
+ToXidOption = Annotated[str | None, typer.Option(
+    "--to-xid", help="Point-in-time recovery to just before this transaction (the mistake) ends.")]
+ToNameOption = Annotated[str | None, typer.Option(
+    "--to-name", help="Point-in-time recovery to a restore point made by `pgdr wal mark NAME`.")]
 SuspiciousOption = Annotated[bool, typer.Option(
     "--allow-suspicious", help="Restore the newest backup even when `pgdr list` flags it (too small, or under half "
     "the one before); refused by default.")]
@@ -315,14 +326,21 @@ def recover(ctx: typer.Context, source: SourceOption = "local",
             key: Annotated[str | None, typer.Option("--file", help="Backup key; default: the newest.")] = None,
             clean: Annotated[bool, typer.Option("--clean", help="Restore over existing data (safety backup first).")]
             = False, yes: YesOption = False, production: ProductionOption = False, as_json: JsonOption = False,
-            allow_suspicious: SuspiciousOption = False) -> None:
-    """One-command recovery: up -> restore -> secrets -> init -> verify, timed (RTO). Safe to re-run."""
+            allow_suspicious: SuspiciousOption = False, to: ToTimeOption = None, to_lsn: ToLsnOption = None,
+            to_xid: ToXidOption = None, to_name: ToNameOption = None) -> None:
+    """One-command recovery: up -> restore -> secrets -> init -> verify, timed (RTO). Safe to re-run.
+
+    With --to (or --to-lsn, --to-xid, --to-name), or backup.format = "physical": point-in-time recovery from the
+    newest base backup before the target and the WAL archive of `pgdr wal stream`, e.g.
+    `pgdr recover --to "2026-12-01 10:42:00+00" --clean`."""
     from pgdr.observe import observed
     from pgdr.runbooks.recover import recover as run_recover
 
     context = make_context(ctx, yes, json_mode=as_json, production=production)
+    target = _recovery_target(context, key, to, to_lsn, to_xid, to_name)
     with _json_report_on_failure(as_json), observed(context, "recover") as run:
-        report = run_recover(context, source=source, key=key, clean=clean, allow_suspicious=allow_suspicious)
+        report = run_recover(context, source=source, key=key, clean=clean, allow_suspicious=allow_suspicious,
+                             target=target)
         run.recovery_done(report)
     if as_json:
         print_json(report.as_json())
@@ -332,8 +350,10 @@ def recover(ctx: typer.Context, source: SourceOption = "local",
 def drill(ctx: typer.Context, source: SourceOption = "local",
           key: Annotated[str | None, typer.Option("--file", help="Backup key; default: the newest.")] = None,
           history: Annotated[bool, typer.Option("--history", help="Show past drills instead of running one.")]
-          = False, as_json: JsonOption = False) -> None:
-    """Rehearse recovery in a scratch cluster (live data untouched), measure the RTO, record it."""
+          = False, as_json: JsonOption = False, to: ToTimeOption = None, to_lsn: ToLsnOption = None,
+          to_xid: ToXidOption = None, to_name: ToNameOption = None) -> None:
+    """Rehearse recovery in a scratch cluster (live data untouched), measure the RTO, record it. With --to...
+    (or backup.format = "physical"): a point-in-time recovery, e.g. `pgdr drill --to "2026-12-01 10:42:00+00"`."""
     from pgdr.drill_history import drill_history
     from pgdr.runbooks import recover as recovery
 
@@ -348,10 +368,26 @@ def drill(ctx: typer.Context, source: SourceOption = "local",
     from pgdr.observe import observed
 
     with _json_report_on_failure(as_json), observed(context, "drill") as run:
-        report = recovery.drill(context, source=source, key=key)
+        report = recovery.drill(context, source=source, key=key,
+                                target=_recovery_target(context, key, to, to_lsn, to_xid, to_name))
         run.recovery_done(report)
     if as_json:
         print_json(report.as_json())
+
+
+def _recovery_target(context: Context, key: str | None, to: str | None, to_lsn: str | None, to_xid: str | None,
+                     to_name: str | None) -> RecoveryTarget | None:
+    """A point-in-time target when one is given, or the end of the archive when backups are physical; None: a
+    logical restore."""
+    from pgdr.wal.recovery import parse_target
+
+    given = any(value is not None for value in (to, to_lsn, to_xid, to_name))
+    if given and key is not None:
+        raise UsageError("--file picks a logical backup; a point-in-time recovery picks its base backup itself",
+                         "drop --file, or the --to option")
+    if given or (key is None and context.settings.backup.format == "physical"):
+        return parse_target(to, to_lsn, to_xid, to_name)
+    return None
 
 
 @contextmanager

@@ -223,7 +223,8 @@ class LocalCluster:
         if CONFIG_INCLUDE not in text:
             config.write_text(text + "\n" + CONFIG_INCLUDE + "\n")
 
-    def write_server_settings(self) -> None:
+    def write_server_settings(self, extra: dict[str, object] | None = None) -> None:
+        """pgdr.conf: where the server listens, the user's postgres.settings, then `extra` (a recovery's)."""
         values: dict[str, object] = {
             "listen_addresses": self.settings.host,
             "port": self.settings.port,
@@ -231,6 +232,7 @@ class LocalCluster:
             "password_encryption": "scram-sha-256",
         }
         values.update(self.settings.settings)
+        values.update(extra or {})
         target = self.data_dir / "pgdr.conf"
         target.write_text(server_settings_text(values))
         self._own(target, 0o600)
@@ -242,11 +244,13 @@ class LocalCluster:
                         stage="pg_ctl status", run_as=self.run_as, environment=self._environment(), check=False)
         return completed.returncode == 0
 
-    def start(self) -> None:
+    def start(self, wait: bool = True, extra_settings: dict[str, object] | None = None) -> None:
+        """Start the server; wait=False returns once it is launched (a recovery that replays WAL for longer than
+        pg_ctl's timeout is watched by its caller instead)."""
         self._prepare_folders()
-        self.write_server_settings()
+        self.write_server_settings(extra_settings)
         argv = [self.tools().path("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
-                "-w", "-t", "120"]
+                *(["-w", "-t", "120"] if wait else ["-W"])]
         try:
             run(argv, stage="pg_ctl start", run_as=self.run_as, environment=self._environment(), timeout=180)
         except StageFailed as failure:
@@ -261,6 +265,13 @@ class LocalCluster:
         run([self.tools().path("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "120"],
             stage="pg_ctl stop", run_as=self.run_as, environment=self._environment(), timeout=180,
             exit_code=ExitCode.CLUSTER)
+
+    def stop_immediately(self) -> None:
+        """Stop without a checkpoint (pg_ctl stop -m immediate): a recovery going wrong must not open the cluster."""
+        if self.postmaster_pid() is None:
+            return
+        run([self.tools().path("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "60"],
+            stage="pg_ctl stop", run_as=self.run_as, environment=self._environment(), timeout=90, check=False)
 
     def remove(self) -> None:
         """Stop the cluster if it runs, then delete its data directory. Deleting needs no binaries: a stopped cluster

@@ -29,10 +29,11 @@ from pgdr.context import Context
 from pgdr.drill_history import record_drill
 from pgdr.errors import PgdrError, RtoExceeded
 from pgdr.locking import locked
-from pgdr.runbooks import restore
+from pgdr.runbooks import point_in_time, restore
 from pgdr.secrets import SecretResolver, generate_password
 from pgdr.state import read_restore_record
 from pgdr.storage import open_storage
+from pgdr.wal.recovery import RecoveryTarget
 
 DRILL_SUPERUSER_SECRET = "PGDR_DRILL_SUPERUSER_PASSWORD"
 
@@ -80,8 +81,25 @@ def already_restored(context: Context, key: str) -> bool:
 
 
 def run_recovery(context: Context, report: RecoveryReport, key: str | None, clean: bool,
-                 allow_suspicious: bool = False) -> None:
-    """The runbook in order; each step is timed into report.steps."""
+                 allow_suspicious: bool = False, target: RecoveryTarget | None = None) -> None:
+    """The runbook in order; each step is timed into report.steps. With a target, the restore is a point-in-time
+    recovery from a base backup and the WAL archive (it starts the server itself)."""
+    if target is not None:
+        with timed(report, "restore", context):
+            report.key = point_in_time.recover_to_point(context, report.source, target, clean)
+    else:
+        restore_logical(context, report, key, clean, allow_suspicious)
+    with timed(report, "secrets", context):
+        for name in context.settings.secret_names():
+            context.secrets.get(name)
+    with timed(report, "init", context):
+        provision.init(context)
+    with timed(report, "verify", context):
+        verify.verify(context)
+
+
+def restore_logical(context: Context, report: RecoveryReport, key: str | None, clean: bool,
+                    allow_suspicious: bool) -> None:
     with timed(report, "up", context):
         server.up(context)
     report.key = chosen_key(context, report.source, key, allow_suspicious)
@@ -92,21 +110,14 @@ def run_recovery(context: Context, report: RecoveryReport, key: str | None, clea
         with timed(report, "restore", context):
             restore.restore(context, source=report.source, key=report.key, clean=clean,
                             command=f"pgdr {report.kind} --yes")
-    with timed(report, "secrets", context):
-        for name in context.settings.secret_names():
-            context.secrets.get(name)
-    with timed(report, "init", context):
-        provision.init(context)
-    with timed(report, "verify", context):
-        verify.verify(context)
 
 
 @locked("recover")
 def recover(context: Context, source: str = "local", key: str | None = None, clean: bool = False,
-            allow_suspicious: bool = False) -> RecoveryReport:
+            allow_suspicious: bool = False, target: RecoveryTarget | None = None) -> RecoveryReport:
     report = RecoveryReport("recover", source)
     try:
-        run_recovery(context, report, key, clean, allow_suspicious)
+        run_recovery(context, report, key, clean, allow_suspicious, target)
     except PgdrError as error:
         report.error = error.message
         summarize(context, report)
@@ -131,17 +142,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def scratch_context(context: Context, folder: Path) -> Context:
-    """A context for a throw-away local cluster in folder: own port, data dir, state; same backups and secrets."""
+def scratch_context(context: Context, folder: Path, physical: bool = False) -> Context:
+    """A context for a throw-away local cluster in folder: own port, data dir, state; same backups and secrets.
+    A logical restore gets a generated superuser password; a physical one brings the cluster's own roles, so the
+    configured superuser secret is kept."""
     settings = context.settings.model_copy(deep=True)
     settings.postgres.mode = "local"
     settings.postgres.host = "127.0.0.1"
     settings.postgres.port = free_port()
     settings.postgres.data_dir = folder / "pgdata"
-    settings.postgres.password = DRILL_SUPERUSER_SECRET
     settings.config_path = context.settings.config_path
     resolver = SecretResolver(context.secrets.sources)
-    resolver.remember(DRILL_SUPERUSER_SECRET, generate_password(), "generated for the drill")
+    if not physical:
+        settings.postgres.password = DRILL_SUPERUSER_SECRET
+        resolver.remember(DRILL_SUPERUSER_SECRET, generate_password(), "generated for the drill")
     return Context(settings, context.output, assume_yes=True, resolver=resolver)
 
 
@@ -151,17 +165,22 @@ def scratch_folder() -> Path:
     return folder
 
 
-def drill(context: Context, source: str = "local", key: str | None = None) -> RecoveryReport:
+def drill(context: Context, source: str = "local", key: str | None = None,
+          target: RecoveryTarget | None = None) -> RecoveryReport:
     report = RecoveryReport("drill", source)
     folder = scratch_folder()
-    scratch = scratch_context(context, folder)
+    scratch = scratch_context(context, folder, physical=target is not None)
     context.output.step(f"Drill: recovering into a scratch cluster on port {scratch.settings.postgres.port} ({folder})")
     try:
         # A drill of a suspicious newest backup goes ahead (it touches no live data, and is how to find out), and
         # says so; marked as read, so that prune keeps it (see drill_lock.py).
-        key = chosen_key(context, source, key, allow_suspicious=True)
-        with drill_lock.reading(open_storage(context.settings, source, context.output.warn), key, context.output.warn):
-            run_recovery(scratch, report, key, clean=False)
+        if target is not None:
+            run_recovery(scratch, report, None, clean=False, target=target)
+        else:
+            key = chosen_key(context, source, key, allow_suspicious=True)
+            with drill_lock.reading(open_storage(context.settings, source, context.output.warn), key,
+                                    context.output.warn):
+                run_recovery(scratch, report, key, clean=False)
         report.outcome = "ok"
         check_objective(context, report)
     except PgdrError as error:

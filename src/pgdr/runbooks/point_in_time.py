@@ -1,0 +1,324 @@
+"""pgdr recover --to / --to-lsn / --to-xid / --to-name (and with backup.format = "physical", plain `pgdr recover`):
+a base backup plus the WAL archive, replayed by PostgreSQL to the moment asked for.
+
+In order, and what each step leaves behind if it fails:
+1. read the target's storage: the newest physical base backup that ends before the target, the WAL archive's
+   listing and its timeline histories; with no target (all the WAL there is), a gap in the archive is refused
+   here, before anything is touched;
+2. check the base backup against its manifest (every byte, through the codec stack);
+3. stop the managed cluster and move its data directory aside (`<data_dir>.before-recover-<time>`), never
+   deleting it: from here on, a failure puts it back;
+4. extract the base backup into an empty data directory (pgdr.formats.physical: hostile archives refused),
+   and start the server in archive recovery: its restore_command asks pgdr.wal.fetch, which serves segments
+   read ahead and stops the server at a gap or a corrupt segment rather than let it open early;
+5. watch the replay until the server promotes (the target reached) or stops: "recovery ended before configured
+   recovery target was reached" becomes an error naming the last transaction the archive holds;
+6. with no target, check the server replayed up to the newest archived segment;
+7. drop the recovery settings, and delete the data directory set aside.
+Then secrets, init and verify run as after a logical restore (pgdr.runbooks.recover).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from pgdr.artifact import Manifest
+from pgdr.catalog import BackupRecord, list_backups
+from pgdr.context import Context
+from pgdr.errors import ClusterError, IntegrityError, PgdrError, Refused, RestoreFailed, StorageError
+from pgdr.formats.choice import of_key
+from pgdr.formats.codecs import age_identity
+from pgdr.postgres.cluster import LocalCluster
+from pgdr.postgres.connect import connect
+from pgdr.state import RestoreRecord, write_restore_record
+from pgdr.storage import Storage, open_storage
+from pgdr.streams.decoder import decoded
+from pgdr.wal.archive import (
+    WAL_PREFIX,
+    ArchiveListing,
+    Segment,
+    TimelineSwitch,
+    first_missing,
+    needed_segments,
+    parse_history,
+    parse_lsn,
+    timeline_path,
+)
+from pgdr.wal.fetch import HINT_GAP, WalFetcher
+from pgdr.wal.recovery import (
+    RecoveryTarget,
+    choose_base_backup,
+    last_transaction_time,
+    recovery_settings,
+    restore_command,
+    target_not_reached,
+)
+
+WATCH_SECONDS = 0.2
+PROGRESS_SECONDS = 10.0
+
+
+@dataclass
+class Plan:
+    """What a recovery reads: the base backup, and the WAL segments after it along the timeline path."""
+
+    record: BackupRecord
+    manifest: Manifest
+    listing: ArchiveListing
+    segments: list[Segment]
+    target: RecoveryTarget
+
+    @property
+    def newest(self) -> Segment | None:
+        return self.segments[-1] if self.segments else None
+
+
+def plan_recovery(context: Context, storage: Storage, target: RecoveryTarget) -> Plan:
+    """Step 1: everything that can refuse the recovery, read before the server is touched."""
+    records = [record for record in list_backups(storage, 0) if record.key.format == "physical"]
+    manifests = {record.manifest.key: record for record in records if record.manifest is not None}
+    if target.kind == "name":
+        target = with_mark_lsn(storage, target)
+    manifest = choose_base_backup([record.manifest for record in manifests.values()  # type: ignore[misc]
+                                   ], target)
+    if manifest is None:
+        raise Refused(no_base_backup_message(records, target, storage),
+                      "take one with `PGDR_BACKUP__FORMAT=physical pgdr backup` (future points only), or pick a "
+                      "later target")
+    listing = ArchiveListing.of(storage.list(WAL_PREFIX))
+    facts = manifest.physical
+    assert facts is not None
+    histories = read_histories(context, storage, listing)
+    newest_timeline = max([facts.timeline, *histories, *(Segment.from_name(name).timeline
+                                                          for name in [*listing.segments, *listing.partials])])
+    path = timeline_path(newest_timeline, histories)
+    ends = [Segment.from_name(name) for name in [*listing.segments, *listing.partials]
+            if Segment.from_name(name).timeline == newest_timeline]
+    end = max(ends) if ends else Segment.of_lsn(parse_lsn(facts.stop_lsn), facts.timeline)
+    segments = needed_segments(parse_lsn(facts.start_lsn), facts.timeline, path, end)
+    plan = Plan(manifests[manifest.key], manifest, listing, segments, target)
+    if target.kind == "end":
+        refuse_gap(plan, storage)
+    return plan
+
+
+def with_mark_lsn(storage: Storage, target: RecoveryTarget) -> RecoveryTarget:
+    """A restore point made by `pgdr wal mark` is recorded with its LSN, which picks the base backup."""
+    data = storage.get_bytes(f"{WAL_PREFIX}marks/{target.value}.json")
+    if data is None:
+        return target  # made another way (pg_create_restore_point): the newest base backup is tried
+    return RecoveryTarget("name", target.value, lsn=parse_lsn(str(json.loads(data)["lsn"])))
+
+
+def no_base_backup_message(records: list[BackupRecord], target: RecoveryTarget, storage: Storage) -> str:
+    usable = [record.manifest.physical for record in records
+              if record.manifest is not None and record.manifest.physical is not None]
+    if not usable:
+        return f"no physical base backup in {storage.describe()}: point-in-time recovery starts from one"
+    oldest = min(facts.stop_time for facts in usable)
+    return (f"no base backup ends before {target.describe()}: the oldest in {storage.describe()} is consistent from "
+            f"{oldest.isoformat(sep=' ')}")
+
+
+def read_histories(context: Context, storage: Storage, listing: ArchiveListing) -> dict[int, list[TimelineSwitch]]:
+    histories: dict[int, list[TimelineSwitch]] = {}
+    for name, stored in listing.histories.items():
+        identity = age_identity(context, stored.codec, f"WAL {stored.key}")
+        with storage.open_download(stored.key) as source, decoded(source, stored.codec, identity,
+                                                                   f"WAL {stored.key}") as chunks:
+            text = b"".join(chunks).decode("utf-8", "replace")
+        try:
+            histories[int(name[:8], 16)] = parse_history(text)
+        except ValueError as error:
+            raise IntegrityError(f"timeline history {stored.key} is unreadable: {error}", HINT_GAP) from None
+    return histories
+
+
+def refuse_gap(plan: Plan, storage: Storage) -> None:
+    """All the WAL there is must be all the WAL there was: a gap would silently end the recovery before it."""
+    missing = first_missing(plan.segments[:-1], plan.listing)  # the newest may be a partial
+    newest = plan.newest
+    if newest is not None and newest.name not in plan.listing.segments and newest.name not in plan.listing.partials:
+        missing = missing or newest
+    if missing is not None:
+        before = plan.segments[plan.segments.index(missing) - 1] if plan.segments.index(missing) else None
+        reachable = ""
+        if before is not None and before.name in plan.listing.segments:
+            stored_at = plan.listing.modified[plan.listing.segments[before.name].key]
+            reachable = f"; the WAL before it ends by {stored_at.isoformat(sep=' ', timespec='seconds')}"
+        raise IntegrityError(f"WAL segment {missing.name} is missing from the archive in {storage.describe()} "
+                             f"(a gap){reachable}", HINT_GAP + "; --to a time before the gap recovers up to it")
+
+
+def recover_to_point(context: Context, source: str, target: RecoveryTarget, clean: bool) -> str:
+    """Steps 1 to 7 into the managed cluster; returns a description of what was restored (for the report)."""
+    if not context.is_local:
+        raise Refused("point-in-time recovery restores a data directory, and in external mode pgdr does not "
+                      "manage the server's",
+                      "run `pgdr drill --to ...` to recover into a scratch cluster here, or use postgres.mode = "
+                      "\"local\" on the recovery machine")
+    cluster = context.cluster
+    if cluster.exists() and not clean:
+        raise Refused(f"the managed cluster in {cluster.data_dir} holds data, and point-in-time recovery replaces "
+                      "it", "add --clean: the data directory is moved aside and kept until the recovery succeeded")
+    storage = open_storage(context.settings, source, context.output.warn)
+    plan = plan_recovery(context, storage, target)
+    facts = plan.manifest.physical
+    assert facts is not None
+    context.output.step(f"Recovering to {plan.target.describe()} from base backup {plan.record.key} "
+                        f"({len(plan.segments)} WAL segments at most, from {source})")
+    backup_format = of_key(plan.record.key)
+    toolset, _ = context.client_tools(backup_format.restore_tools())
+    checked = backup_format.check(context, storage, plan.record, toolset)
+    from pgdr.formats.physical import extract_base_backup  # TEMPORARY until physical.py lands
+
+    with data_directory_set_aside(cluster, context) as aside:
+        extract_base_backup(context, checked, plan.record, cluster.data_dir, cluster.run_as)
+        replay(context, cluster, storage, plan)
+    if aside is not None:
+        context.output.info(f"   removed the data directory set aside ({aside})")
+    description = f"{plan.record.key} + WAL to {plan.target.describe()}"
+    write_restore_record(context.settings.state_dir, RestoreRecord(key=str(plan.record.key), target=source,
+                                                                   status="complete"))
+    return description
+
+
+@contextmanager
+def data_directory_set_aside(cluster: LocalCluster, context: Context) -> Iterator[Path | None]:
+    """Step 3 and its undo: the current data directory moves aside; on failure the new one is removed and the old
+    one put back; on success the old one is deleted. Yields where it was put (None: there was none)."""
+    aside: Path | None = None
+    if cluster.data_dir.exists():
+        cluster.stop()
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        aside = cluster.data_dir.with_name(f"{cluster.data_dir.name}.before-recover-{stamp}")
+        cluster.data_dir.rename(aside)
+        context.output.info(f"   the data directory is set aside in {aside} until the recovery succeeded")
+    try:
+        yield aside
+    except BaseException:
+        cluster.stop_immediately()
+        if cluster.data_dir.exists():
+            shutil.rmtree(cluster.data_dir, ignore_errors=True)
+        if aside is not None:
+            aside.rename(cluster.data_dir)
+            context.output.warn(f"the recovery failed: the previous data directory is back in {cluster.data_dir} "
+                                "(not started)")
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def replay(context: Context, cluster: LocalCluster, storage: Storage, plan: Plan) -> None:
+    """Steps 4 to 6: start in archive recovery, serve the WAL, watch until the server promotes."""
+    fetch_dir = context.settings.state_dir / "wal-fetch"
+    shutil.rmtree(fetch_dir, ignore_errors=True)
+    identity = first_identity(context, plan)
+    fetcher = WalFetcher(storage, plan.listing, plan.segments, fetch_dir, cluster.run_as, identity,
+                         context.settings.wal.read_ahead,
+                         on_failure=lambda error: cluster.stop_immediately())
+    signal_file = cluster.data_dir / "recovery.signal"
+    signal_file.touch()
+    if cluster.run_as is not None:
+        os.chown(signal_file, cluster.run_as.uid, cluster.run_as.gid)
+    log_start = cluster.log_file.stat().st_size if cluster.log_file.exists() else 0
+    settings = recovery_settings(plan.target, restore_command(fetch_dir, os.getpid()))
+    fetcher.start()
+    try:
+        cluster.start(wait=False, extra_settings=settings)
+        watch(context, cluster, fetcher, log_start)
+        if plan.target.kind == "end":
+            check_reached_end(fetcher, plan, storage)
+    finally:
+        fetcher.stop()
+        shutil.rmtree(fetch_dir, ignore_errors=True)
+    cluster.write_server_settings()  # the recovery's settings go; restore_command stays out of the live config
+    with connect(context.superuser_endpoint()) as connection:
+        connection.execute("SELECT pg_reload_conf()")
+
+
+def first_identity(context: Context, plan: Plan) -> object | None:
+    """The age identity, when the archive is encrypted (looked up once, before the server starts)."""
+    for stored in [*plan.listing.segments.values(), *plan.listing.partials.values()]:
+        if stored.codec.encrypted:
+            return age_identity(context, stored.codec, f"WAL {stored.key}")
+    return None
+
+
+def watch(context: Context, cluster: LocalCluster, fetcher: WalFetcher, log_start: int) -> None:
+    """Until the server is out of recovery; a stop of the server, or a fetch failure, is the error it says."""
+    started = time.monotonic()
+    last_progress = started
+    launched = False
+    while True:
+        if fetcher.failure is not None:
+            raise fetcher.failure
+        pid = cluster.postmaster_pid()
+        if pid is None:
+            if launched or time.monotonic() - started > 30:
+                raise stopped_error(cluster, log_start)
+        else:
+            launched = True
+            state = recovery_state(context)
+            if state is not None and not state[0]:
+                return
+            if state is not None and time.monotonic() - last_progress > PROGRESS_SECONDS:
+                context.output.info(f"   replayed up to {state[1]} ({state[2] or 'no transaction yet'})")
+                last_progress = time.monotonic()
+        time.sleep(WATCH_SECONDS)
+
+
+def recovery_state(context: Context) -> tuple[bool, str, str] | None:
+    """(in recovery, replayed LSN, last replayed transaction time), None while the server accepts no session."""
+    try:
+        with connect(context.superuser_endpoint()) as connection:
+            row = connection.execute("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
+                                     "pg_last_xact_replay_timestamp()::text").fetchone()
+    except (PgdrError, psycopg.Error):
+        return None
+    assert row is not None
+    return bool(row[0]), str(row[1] or ""), str(row[2] or "")
+
+
+def stopped_error(cluster: LocalCluster, log_start: int) -> PgdrError:
+    log_text = read_log_since(cluster, log_start)
+    last = last_transaction_time(log_text)
+    if target_not_reached(log_text):
+        return RestoreFailed(
+            "the recovery target is past the end of the archived WAL: "
+            + (f"the last transaction it holds committed at {last}" if last else "it holds no transaction after "
+               "the base backup"),
+            "recover to a time up to that one (`pgdr list` shows the window); nothing was changed")
+    tail = " | ".join(log_text.strip().splitlines()[-3:])
+    return ClusterError(f"the server stopped during recovery: {tail or 'see its log'}",
+                        f"see {cluster.log_file}; nothing was changed")
+
+
+def read_log_since(cluster: LocalCluster, offset: int) -> str:
+    try:
+        with open(cluster.log_file, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def check_reached_end(fetcher: WalFetcher, plan: Plan, storage: Storage) -> None:
+    """With no target the server promotes where the WAL it could read ends; that must be the archive's end, not an
+    unreadable segment before it."""
+    newest, served = plan.newest, fetcher.newest_served
+    if newest is not None and (served is None or served.number < newest.number):
+        stopped = served.name if served is not None else "the base backup"
+        raise StorageError(f"the recovery stopped after {stopped}, before the archive's newest segment "
+                           f"{newest.name} in {storage.describe()}: the WAL after it is unreadable",
+                           HINT_GAP)

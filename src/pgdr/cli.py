@@ -60,6 +60,8 @@ ToXidOption = Annotated[str | None, typer.Option(
     "--to-xid", help="Point-in-time recovery to just before this transaction (the mistake) ends.")]
 ToNameOption = Annotated[str | None, typer.Option(
     "--to-name", help="Point-in-time recovery to a restore point made by `pgdr wal mark NAME`.")]
+TimelineOption = Annotated[str | None, typer.Option(
+    "--timeline", help="With --to...: the timeline to follow (a number, or latest, the default).")]
 SuspiciousOption = Annotated[bool, typer.Option(
     "--allow-suspicious", help="Restore the newest backup even when `pgdr list` flags it (too small, or under half "
     "the one before); refused by default.")]
@@ -327,7 +329,7 @@ def recover(ctx: typer.Context, source: SourceOption = "local",
             clean: Annotated[bool, typer.Option("--clean", help="Restore over existing data (safety backup first).")]
             = False, yes: YesOption = False, production: ProductionOption = False, as_json: JsonOption = False,
             allow_suspicious: SuspiciousOption = False, to: ToTimeOption = None, to_lsn: ToLsnOption = None,
-            to_xid: ToXidOption = None, to_name: ToNameOption = None) -> None:
+            to_xid: ToXidOption = None, to_name: ToNameOption = None, timeline: TimelineOption = None) -> None:
     """One-command recovery: up -> restore -> secrets -> init -> verify, timed (RTO). Safe to re-run.
 
     With --to (or --to-lsn, --to-xid, --to-name), or backup.format = "physical": point-in-time recovery from the
@@ -337,7 +339,7 @@ def recover(ctx: typer.Context, source: SourceOption = "local",
     from pgdr.runbooks.recover import recover as run_recover
 
     context = make_context(ctx, yes, json_mode=as_json, production=production)
-    target = _recovery_target(context, key, to, to_lsn, to_xid, to_name)
+    target = _recovery_target(context, key, to, to_lsn, to_xid, to_name, timeline)
     with _json_report_on_failure(as_json), observed(context, "recover") as run:
         report = run_recover(context, source=source, key=key, clean=clean, allow_suspicious=allow_suspicious,
                              target=target)
@@ -351,7 +353,7 @@ def drill(ctx: typer.Context, source: SourceOption = "local",
           key: Annotated[str | None, typer.Option("--file", help="Backup key; default: the newest.")] = None,
           history: Annotated[bool, typer.Option("--history", help="Show past drills instead of running one.")]
           = False, as_json: JsonOption = False, to: ToTimeOption = None, to_lsn: ToLsnOption = None,
-          to_xid: ToXidOption = None, to_name: ToNameOption = None) -> None:
+          to_xid: ToXidOption = None, to_name: ToNameOption = None, timeline: TimelineOption = None) -> None:
     """Rehearse recovery in a scratch cluster (live data untouched), measure the RTO, record it. With --to...
     (or backup.format = "physical"): a point-in-time recovery, e.g. `pgdr drill --to "2026-12-01 10:42:00+00"`."""
     from pgdr.drill_history import drill_history
@@ -369,14 +371,14 @@ def drill(ctx: typer.Context, source: SourceOption = "local",
 
     with _json_report_on_failure(as_json), observed(context, "drill") as run:
         report = recovery.drill(context, source=source, key=key,
-                                target=_recovery_target(context, key, to, to_lsn, to_xid, to_name))
+                                target=_recovery_target(context, key, to, to_lsn, to_xid, to_name, timeline))
         run.recovery_done(report)
     if as_json:
         print_json(report.as_json())
 
 
 def _recovery_target(context: Context, key: str | None, to: str | None, to_lsn: str | None, to_xid: str | None,
-                     to_name: str | None) -> RecoveryTarget | None:
+                     to_name: str | None, timeline: str | None) -> RecoveryTarget | None:
     """A point-in-time target when one is given, or the end of the archive when backups are physical; None: a
     logical restore."""
     from pgdr.wal.recovery import parse_target
@@ -386,7 +388,10 @@ def _recovery_target(context: Context, key: str | None, to: str | None, to_lsn: 
         raise UsageError("--file picks a logical backup; a point-in-time recovery picks its base backup itself",
                          "drop --file, or the --to option")
     if given or (key is None and context.settings.backup.format == "physical"):
-        return parse_target(to, to_lsn, to_xid, to_name)
+        return parse_target(to, to_lsn, to_xid, to_name, timeline)
+    if timeline is not None:
+        raise UsageError("--timeline goes with a point-in-time recovery", "add --to (or --to-lsn, --to-xid, "
+                         "--to-name)")
     return None
 
 

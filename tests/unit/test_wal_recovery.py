@@ -134,3 +134,12 @@ def test_the_servers_log_says_whether_the_target_was_reached_and_the_last_transa
     assert target_not_reached(log)
     assert last_transaction_time(log) == "2026-12-01 10:41:59.123+00"
     assert not target_not_reached("LOG:  database system is ready to accept connections\n")
+
+
+def test_a_timeline_is_followed_when_named_and_latest_otherwise():
+    assert recovery_settings(parse_target(to_lsn="0/1", timeline="1"), "cmd")["recovery_target_timeline"] == "1"
+    assert recovery_settings(parse_target(to_lsn="0/1", timeline="latest"), "cmd")["recovery_target_timeline"] == \
+        "latest"
+    for wrong in ("0", "two", "-1"):
+        with pytest.raises(UsageError):
+            parse_target(to_lsn="0/1", timeline=wrong)

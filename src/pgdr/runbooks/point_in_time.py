@@ -89,27 +89,36 @@ def plan_recovery(context: Context, storage: Storage, target: RecoveryTarget) ->
     manifests = {record.manifest.key: record for record in records if record.manifest is not None}
     if target.kind == "name":
         target = with_mark_lsn(storage, target)
+    listing = ArchiveListing.of(storage.list(WAL_PREFIX))
+    histories = read_histories(context, storage, listing)
+    stored_timelines = [Segment.from_name(name).timeline for name in [*listing.segments, *listing.partials]]
+    timeline = target.timeline or max([1, *histories, *stored_timelines])
+    path = timeline_path(timeline, histories)
     manifest = choose_base_backup([record.manifest for record in manifests.values()  # type: ignore[misc]
-                                   ], target)
+                                   if on_path(record.manifest, path)], target)
     if manifest is None:
         raise Refused(no_base_backup_message(records, target, storage),
                       "take one with `PGDR_BACKUP__FORMAT=physical pgdr backup` (future points only), or pick a "
                       "later target")
-    listing = ArchiveListing.of(storage.list(WAL_PREFIX))
     facts = manifest.physical
     assert facts is not None
-    histories = read_histories(context, storage, listing)
-    newest_timeline = max([facts.timeline, *histories, *(Segment.from_name(name).timeline
-                                                          for name in [*listing.segments, *listing.partials])])
-    path = timeline_path(newest_timeline, histories)
     ends = [Segment.from_name(name) for name in [*listing.segments, *listing.partials]
-            if Segment.from_name(name).timeline == newest_timeline]
+            if Segment.from_name(name).timeline == timeline]
     end = max(ends) if ends else Segment.of_lsn(parse_lsn(facts.stop_lsn), facts.timeline)
     segments = needed_segments(parse_lsn(facts.start_lsn), facts.timeline, path, end)
     plan = Plan(manifests[manifest.key], manifest, listing, segments, target)
     if target.kind == "end":
         refuse_gap(plan, storage)
     return plan
+
+
+def on_path(manifest: Manifest | None, path: list[TimelineSwitch]) -> bool:
+    """Whether recovery along `path` can start from this base backup: taken on one of its timelines, and ended
+    before that timeline branched off."""
+    if manifest is None or manifest.physical is None:
+        return False
+    return any(step.timeline == manifest.physical.timeline and parse_lsn(manifest.physical.stop_lsn) <= step.switch_lsn
+               for step in path)
 
 
 def with_mark_lsn(storage: Storage, target: RecoveryTarget) -> RecoveryTarget:
@@ -187,6 +196,11 @@ def recover_to_point(context: Context, source: str, target: RecoveryTarget, clea
         replay(context, cluster, storage, plan)
     if aside is not None:
         context.output.info(f"   removed the data directory set aside ({aside})")
+    with connect(context.superuser_endpoint()) as connection:
+        row = connection.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+    timeline = int(str(row[0])[:8], 16) if row else "?"
+    context.output.info(f"   the cluster goes on on a new timeline ({timeline}): `pgdr wal stream` "
+                        "archives it beside the old one; take a base backup on it soon (`pgdr backup`)")
     description = f"{plan.record.key} + WAL to {plan.target.describe()}"
     write_restore_record(context.settings.state_dir, RestoreRecord(key=str(plan.record.key), target=source,
                                                                    status="complete"))
@@ -196,8 +210,10 @@ def recover_to_point(context: Context, source: str, target: RecoveryTarget, clea
 @contextmanager
 def data_directory_set_aside(cluster: LocalCluster, context: Context) -> Iterator[Path | None]:
     """Step 3 and its undo: the current data directory moves aside; on failure the new one is removed and the old
-    one put back; on success the old one is deleted. Yields where it was put (None: there was none)."""
+    one put back (and started again if it ran); on success the old one is deleted. Yields where it was put (None:
+    there was none)."""
     aside: Path | None = None
+    was_running = cluster.is_running()
     if cluster.data_dir.exists():
         cluster.stop()
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -212,11 +228,19 @@ def data_directory_set_aside(cluster: LocalCluster, context: Context) -> Iterato
             shutil.rmtree(cluster.data_dir, ignore_errors=True)
         if aside is not None:
             aside.rename(cluster.data_dir)
-            context.output.warn(f"the recovery failed: the previous data directory is back in {cluster.data_dir} "
-                                "(not started)")
+            context.output.warn(f"the recovery failed: the previous data directory is back in {cluster.data_dir}")
+            if was_running:
+                start_again(cluster, context)
         raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def start_again(cluster: LocalCluster, context: Context) -> None:
+    try:
+        cluster.start()
+    except PgdrError as error:  # the recovery's own error is the one to report
+        context.output.warn(f"the previous cluster did not start again: {error.message} (`pgdr up`)")
 
 
 def replay(context: Context, cluster: LocalCluster, storage: Storage, plan: Plan) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +32,7 @@ class RecoveryTarget:
     value: str = ""
     time: datetime | None = None  # kind "time", parsed
     lsn: int | None = None  # kind "lsn", or "name" once its mark is read
+    timeline: int | None = None  # None: the newest timeline the archive holds ("latest")
 
     def describe(self) -> str:
         return {"end": "the end of the archived WAL", "time": f"{self.value}", "lsn": f"LSN {self.value}",
@@ -40,8 +41,20 @@ class RecoveryTarget:
 
 
 def parse_target(to: str | None = None, to_lsn: str | None = None, to_xid: str | None = None,
-                 to_name: str | None = None) -> RecoveryTarget:
-    """At most one of --to, --to-lsn, --to-xid, --to-name; none: the end of the archive."""
+                 to_name: str | None = None, timeline: str | None = None) -> RecoveryTarget:
+    """At most one of --to, --to-lsn, --to-xid, --to-name; none: the end of the archive. --timeline picks the
+    timeline to follow (after an earlier point-in-time recovery, the old one holds the points the new one
+    branched away from)."""
+    target = parse_point(to, to_lsn, to_xid, to_name)
+    if timeline in (None, "latest"):
+        return target
+    assert timeline is not None
+    if not timeline.isdigit() or not 1 <= int(timeline) < 2**32:
+        raise UsageError(f"not a timeline: {timeline!r}", "e.g. --timeline 1, or latest (the default)")
+    return replace(target, timeline=int(timeline))
+
+
+def parse_point(to: str | None, to_lsn: str | None, to_xid: str | None, to_name: str | None) -> RecoveryTarget:
     given = [(kind, value) for kind, value in (("time", to), ("lsn", to_lsn), ("xid", to_xid), ("name", to_name))
              if value is not None]
     if len(given) > 1:
@@ -118,8 +131,8 @@ def recovery_settings(target: RecoveryTarget, command: str) -> dict[str, object]
     """Settings for the recovering server: fetch WAL with `command`, stop at the target, then promote (a new
     timeline begins). hot_standby lets pgdr watch the replay; the target is inclusive like PostgreSQL's default,
     except for an xid, where the transaction named is the mistake to stop before."""
-    settings: dict[str, object] = {"restore_command": command, "recovery_target_timeline": "latest",
-                                   "hot_standby": "on"}
+    settings: dict[str, object] = {"restore_command": command, "hot_standby": "on",
+                                   "recovery_target_timeline": str(target.timeline or "latest")}
     if target.kind == "end":
         return settings
     settings["recovery_target_action"] = "promote"

@@ -126,9 +126,11 @@ def down(ctx: typer.Context) -> None:
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Is the server reachable? Version, databases with sizes, newest backup and its age."""
     from pgdr.actions.server import status as read_status
+    from pgdr.observe import wal_seen
 
     context = make_context(ctx, json_mode=as_json)
     report = read_status(context)
+    wal_seen(context, report.wal_windows)
     if as_json:
         print_json(report.as_json())
     else:
@@ -151,6 +153,8 @@ def _print_status(output: Output, report: object) -> None:
                     f"{human_age(newest['age_seconds'])} old, {'verified' if newest['verified'] else 'unverified'})")
     else:
         output.info("Newest backup: none")
+    for target, found in data.get("wal_windows", {}).items():
+        output.info(f"WAL archive ({target}): {found['summary']}")
     from pgdr.metrics import describe
 
     for line in describe(data.get("metrics") or {}):
@@ -187,12 +191,15 @@ def _targets(context: Context, source: str) -> list[str]:
 def list_command(ctx: typer.Context, source: SourceOption = "local", as_json: JsonOption = False,
                  safety: Annotated[bool, typer.Option("--safety", help="Include safety backups.")] = False) -> None:
     """Backups: key, size, created (UTC), verified/unverified, suspicious ones flagged."""
-    from pgdr.actions.listing import backups
+    from pgdr.actions.listing import backups, recoverable_windows
 
     context = make_context(ctx, json_mode=as_json)
     records = backups(context, _targets(context, source), safety)
-    if as_json:
-        print_json([record.as_json() for record in records])
+    windows = {target: found.as_json() for target, found in recoverable_windows(context, _targets(context, source))
+               .items()}
+    if as_json:  # a target with a WAL archive: each of its backups says the window the archive gives
+        print_json([record.as_json() | ({"recoverable_window": windows[record.target]} if record.target in windows
+                                        else {}) for record in records])
         return
     table = Table("key", "target", "size", "created (UTC)", "state", "flags")
     for record in records:
@@ -202,6 +209,8 @@ def list_command(ctx: typer.Context, source: SourceOption = "local", as_json: Js
     context.output.table(table)
     if not records:
         context.output.info(f"No backups in {source}. Take one with `pgdr backup`.")
+    for target, found in windows.items():
+        context.output.info(f"WAL archive ({target}): {found['summary']}")
 
 
 @restore_app.command("latest")
@@ -407,11 +416,12 @@ def _json_report_on_failure(as_json: bool) -> Iterator[None]:
 
 
 def _print_drills(output: Output, entries: list[dict[str, object]]) -> None:
-    table = Table("started (UTC)", "backup", "from", "RTO", "steps", "outcome")
+    table = Table("started (UTC)", "backup", "from", "RTO", "RPO", "steps", "outcome")
     for entry in entries:
         steps = entry.get("steps") or {}
         table.add_row(str(entry.get("started_at", ""))[:19], str(entry.get("key", "")), str(entry.get("source", "")),
                       f"{float(entry.get('rto_seconds', 0) or 0):.1f}s",  # type: ignore[arg-type]
+                      "" if entry.get("rpo_seconds") is None else f"{entry['rpo_seconds']}s",
                       ", ".join(f"{name} {seconds:.1f}s" for name, seconds in steps.items()),  # type: ignore[attr-defined]
                       str(entry.get("outcome", "")) + (f": {entry['error']}" if entry.get("error") else ""))
     output.table(table)
@@ -466,6 +476,7 @@ def check(ctx: typer.Context,
     targets = _targets(context, source) if source else context.settings.backup.targets
     with observed(context, "check") as run:
         report = run_check(context, list(targets), limits[0], limits[1])
+        run.wal_seen(report.as_json().get("wal_windows", {}))
         if as_json:
             print_json(report.as_json())
         elif not (report.ok and context.output.quiet):
@@ -500,6 +511,27 @@ def schedule_print(ctx: typer.Context,
             context.output.success(f"wrote {path}")
     else:
         sys.stdout.write(schedule.systemd_text(context.settings, base, config))
+
+
+@wal_app.command("stream")
+def wal_stream(ctx: typer.Context) -> None:
+    """Stream the WAL (pg_receivewal on a slot) to every target; a service: SIGTERM or Ctrl-C stores what it has,
+    then exits 0."""
+    from pgdr.actions.wal import stream
+
+    stream(make_context(ctx))
+
+
+@wal_app.command("mark")
+def wal_mark(ctx: typer.Context, name: Annotated[str, typer.Argument(
+        help="Restore point name (letters, digits, . _ -), e.g. before-migration.")]) -> None:
+    """Make a named restore point; `pgdr recover --to-name NAME` recovers to it."""
+    from pgdr.actions.wal import mark
+
+    context = make_context(ctx)
+    made = mark(context, name)
+    context.output.success(f"Restore point {made.name} at LSN {made.lsn} (timeline {made.timeline}), "
+                           f"{made.time.isoformat(sep=' ')}")
 
 
 def _terminate(signal_number: int, frame: object) -> None:

@@ -6,6 +6,7 @@ the tail of its stderr (redacted). Children get an environment without pgdr's se
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import pwd
@@ -15,7 +16,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from pgdr.errors import ExitCode, StageFailed
 from pgdr.redact import redact
@@ -241,3 +242,71 @@ def stream(
             running.kill()
             raise
         running.wait_and_check()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int, prctl: Any) -> None:
+    """In the child, before exec: SIGTERM when the pgdr thread that started it dies (even by kill -9), so a
+    restarted pgdr never finds the old process still holding what it held (a replication slot)."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # pgdr died before prctl took effect
+        os._exit(1)
+
+
+class Service:
+    """A long-running process pgdr supervises (pg_receivewal): output to an unnamed temp file, its exit read
+    without blocking, stopped by a signal (then killed if it does not end), and dying with pgdr on Linux."""
+
+    def __init__(self, process: subprocess.Popen[bytes], output: IO[bytes], stage: str) -> None:
+        self.process = process
+        self.stage = stage
+        self._output = output
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def output_text(self) -> str:
+        """The redacted tail of what it wrote (stdout and stderr)."""
+        self._output.seek(max(0, os.fstat(self._output.fileno()).st_size - STDERR_TAIL_BYTES))
+        return _tail(self._output.read())
+
+    def failure(self) -> str:
+        """Its exit status and the line saying why, as StageFailed words it."""
+        return _exit_message(self.process.returncode or 0, self.output_text().encode())
+
+    def stop(self, signal_number: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal it, wait up to `timeout` seconds, then kill it; its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal_number)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def close(self) -> None:
+        self.stop()
+        self._output.close()
+
+
+def start_service(argv: Sequence[str], *, stage: str, environment: Mapping[str, str] | None = None,
+                  hint: str = "") -> Service:
+    """Start argv in the background; the caller polls it, and stops and closes it (Service.close)."""
+    output = tempfile.TemporaryFile()  # noqa: SIM115 - Service.close closes it
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = getattr(libc, "prctl", None)
+        parent = os.getpid()
+        process = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            list(argv), stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+            env=dict(environment) if environment is not None else child_environment(),
+            preexec_fn=(lambda: _die_with_parent(parent, prctl)) if prctl is not None else None)
+    except FileNotFoundError:
+        output.close()
+        raise StageFailed(stage, f"program not found: {argv[0]}", hint=hint, exit_code=ExitCode.BINARIES) from None
+    except BaseException:
+        output.close()
+        raise
+    return Service(process, output, stage)

@@ -5,6 +5,8 @@ Jobs (UTC is not assumed: systemd timers and cron use the machine's time zone):
     prune   daily at 03:00          only when [retention] is enabled and does not already prune after each backup
     drill   monthly, the 1st 04:00  from s3 when it is a target (proves the off-site copy), else local
     check   hourly at :15           --max-age 26h --max-drill-age 35d: alerts within a day of a missed backup
+    wal     always running          pgdr wal stream, a systemd service (Restart=always), only when backup.format is
+                                    physical: the WAL archive serves point-in-time recovery from base backups
 
 Commands use absolute paths: the pgdr executable that is running (or `python -m pgdr` with this interpreter)
 and the config file, so the jobs run the same install with the same config whatever the job's PATH and cwd.
@@ -93,12 +95,31 @@ def systemd_units(settings: Settings, base: list[str], config: Path) -> dict[str
             f"Unit=pgdr-{job.name}.service\n\n"
             "[Install]\nWantedBy=timers.target\n"
         )
+    if streams_wal(settings):
+        units["pgdr-wal.service"] = wal_service(base, config)
     return units
+
+
+def streams_wal(settings: Settings) -> bool:
+    """The WAL archive serves physical base backups; with logical dumps nothing would read it."""
+    return settings.backup.format == "physical"
+
+
+def wal_service(base: list[str], config: Path) -> str:
+    """pgdr wal stream as a long-running service: restarted whatever its exit, SIGTERM to stop (it stores what it
+    holds first, within TimeoutStopSec)."""
+    exec_start = " ".join(systemd_quote(word) for word in [*base, "--config", str(config), "wal", "stream"])
+    return ("[Unit]\nDescription=pgdr wal stream: the WAL archive behind point-in-time recovery\n"
+            "Wants=network-online.target\nAfter=network-online.target\n\n"
+            f"[Service]\nType=simple\nExecStart={exec_start}\n"
+            f"WorkingDirectory={str(config.parent).replace('%', '%%')}\n"
+            "Restart=always\nRestartSec=10\nKillSignal=SIGTERM\nTimeoutStopSec=120\n\n"
+            "[Install]\nWantedBy=multi-user.target\n")
 
 
 def systemd_text(settings: Settings, base: list[str], config: Path) -> str:
     units = systemd_units(settings, base, config)
-    timers = " ".join(name for name in units if name.endswith(".timer"))
+    timers = " ".join(name for name in units if name.endswith((".timer", "-wal.service")))
     header = (f"# pgdr schedule for {config} (systemd). Install as root:\n"
               f"#   {' '.join(base)} --config {config} schedule print --systemd --dir /etc/systemd/system\n"
               f"#   systemctl daemon-reload && systemctl enable --now {timers}\n")
@@ -108,6 +129,8 @@ def systemd_text(settings: Settings, base: list[str], config: Path) -> str:
 def crontab_text(settings: Settings, base: list[str], config: Path) -> str:
     lines = [f"# pgdr schedule for {config} (crontab -e as root; for /etc/cron.d add a user column).",
              "# --quiet: cron mails only warnings and errors. Times are the machine's time zone."]
+    if streams_wal(settings):
+        lines.append("# pgdr wal stream runs all the time, not from cron: see `pgdr schedule print --systemd`.")
     for job in jobs(settings):
         words = command(base, config, job)
         words.insert(len(base), "--quiet")

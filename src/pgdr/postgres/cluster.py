@@ -230,6 +230,10 @@ class LocalCluster:
             "port": self.settings.port,
             "unix_socket_directories": str(self.socket_dir),
             "password_encryption": "scram-sha-256",
+            # `pgdr wal stream` (docs/PITR.md): PostgreSQL's defaults, pinned; postgres.settings may still change them
+            "wal_level": "replica",
+            "max_wal_senders": 10,
+            "max_replication_slots": 10,
         }
         values.update(self.settings.settings)
         values.update(extra or {})

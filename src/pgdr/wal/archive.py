@@ -108,6 +108,17 @@ def wal_key(name: str, codec: Codec, partial: bool = False) -> str:
     return WAL_PREFIX + name + (PARTIAL if partial else "") + codec.suffix
 
 
+MARKS_PREFIX = WAL_PREFIX + "marks/"
+MARK_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+
+
+def mark_key(name: str) -> str:
+    """wal/marks/<name>.json: a restore point made by `pgdr wal mark` ({name, lsn, timeline, time})."""
+    if not MARK_NAME_PATTERN.match(name):
+        raise ValueError(f"not a restore point name: {name!r} (letters, digits, '.', '_', '-'; at most 63)")
+    return MARKS_PREFIX + name + ".json"
+
+
 def parse_wal_key(key: str) -> WalObject | None:
     """The archive object a key names; None for anything else under wal/ (status.json, foreign files)."""
     if not key.startswith(WAL_PREFIX):

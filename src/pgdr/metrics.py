@@ -12,6 +12,9 @@ collector never reads a half-written file.
     pgdr_duration_seconds{operation}                how long the last run took
     pgdr_backup_size_bytes                          size of the newest backup (compressed)
     pgdr_drill_rto_seconds                          recovery time measured by the last successful drill
+    pgdr_wal_lag_seconds{target}                    how far the WAL archive is behind the server (the RPO now)
+    pgdr_wal_last_segment_timestamp_seconds{target} when the newest WAL object (segment or partial) was stored
+The two WAL series are written by check and status, for the targets with a WAL archive.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,8 @@ HELP = {
     "pgdr_duration_seconds": "Duration of the last run of the operation in seconds.",
     "pgdr_backup_size_bytes": "Size of the newest backup in bytes (compressed).",
     "pgdr_drill_rto_seconds": "Recovery time measured by the last successful drill, in seconds.",
+    "pgdr_wal_lag_seconds": "How far the WAL archive of the target is behind the server (the RPO now), in seconds.",
+    "pgdr_wal_last_segment_timestamp_seconds": "Unix time the newest WAL object of the target was stored.",
 }
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[Labels, float]]
@@ -49,10 +55,31 @@ def parse(text: str) -> Samples:
     return samples
 
 
+def wal_series(windows: dict[str, dict[str, Any]]) -> Samples:
+    """The WAL gauges per target, from recoverable windows as their as_json() writes them."""
+    series: Samples = {}
+    for target, found in windows.items():
+        labels: Labels = (("target", target),)
+        if found.get("rpo_seconds") is not None:
+            series.setdefault("pgdr_wal_lag_seconds", {})[labels] = float(found["rpo_seconds"])
+        if found.get("newest_wal_at"):
+            stored = datetime.fromisoformat(found["newest_wal_at"]).timestamp()
+            series.setdefault("pgdr_wal_last_segment_timestamp_seconds", {})[labels] = stored
+    return series
+
+
+def with_series(samples: Samples, series: Samples) -> Samples:
+    result = {name: dict(values) for name, values in samples.items()}
+    for name, values in series.items():
+        result.setdefault(name, {}).update(values)
+    return result
+
+
 def updated(samples: Samples, operation: str, ok: bool, duration: float, finished: float,
-            values: dict[str, float] | None = None) -> Samples:
-    """A copy of samples with one run of operation recorded (values: unlabelled gauges such as the size)."""
-    result = {name: dict(series) for name, series in samples.items()}
+            values: dict[str, float] | None = None, series: Samples | None = None) -> Samples:
+    """A copy of samples with one run of operation recorded (values: unlabelled gauges such as the size; series:
+    labelled ones, e.g. per target)."""
+    result = with_series(samples, series or {})
     label: Labels = (("operation", operation),)
 
     def put(name: str, labels: Labels, value: float) -> None:
@@ -127,11 +154,19 @@ def read(path: Path) -> Samples:
 
 
 def record(path: Path, operation: str, ok: bool, duration: float, values: dict[str, float] | None = None,
-           finished: float | None = None) -> None:
+           finished: float | None = None, series: Samples | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(path.parent):
-        samples = updated(read(path), operation, ok, duration, time.time() if finished is None else finished, values)
+        samples = updated(read(path), operation, ok, duration, time.time() if finished is None else finished, values,
+                          series)
         write_atomic(path, render(samples))
+
+
+def record_series(path: Path, series: Samples) -> None:
+    """Labelled gauges seen outside an operation's run (pgdr status), the other series kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(path.parent):
+        write_atomic(path, render(with_series(read(path), series)))
 
 
 def summary(path: Path) -> dict[str, Any]:

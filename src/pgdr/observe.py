@@ -35,6 +35,7 @@ class Run:
     operation: str
     details: dict[str, Any] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
+    series: metrics.Samples = field(default_factory=dict)  # labelled gauges, e.g. per target
     failure: str = ""
 
     def failed(self, message: str) -> None:
@@ -44,11 +45,26 @@ class Run:
         self.details.update(key=result.key.key, size_bytes=result.manifest.size, targets=result.targets)
         self.gauges["pgdr_backup_size_bytes"] = float(result.manifest.size)
 
+    def wal_seen(self, windows: dict[str, dict[str, Any]]) -> None:
+        """The recoverable windows of the targets with a WAL archive (as_json): their lag and newest WAL."""
+        self.series = metrics.with_series(self.series, metrics.wal_series(windows))
+
     def recovery_done(self, report: RecoveryReport) -> None:
         self.details.update(key=report.key, source=report.source, rto_seconds=report.rto_seconds,
                             steps=report.steps)
         if report.kind == "drill":
             self.gauges["pgdr_drill_rto_seconds"] = report.rto_seconds
+
+
+def wal_seen(context: Context, windows: dict[str, dict[str, Any]]) -> None:
+    """Outside an operation's run (pgdr status): the WAL gauges written alone; a failure is one warning."""
+    textfile = context.settings.metrics.textfile
+    if textfile is None or not windows:
+        return
+    try:
+        metrics.record_series(textfile, metrics.wal_series(windows))
+    except Exception as error:  # noqa: BLE001 - bookkeeping must never change the outcome
+        context.output.warn(f"metrics not written to {textfile}: {type(error).__name__}: {error}")
 
 
 def describe_failure(error: BaseException) -> tuple[str, dict[str, Any]]:
@@ -90,7 +106,7 @@ def finish(context: Context, notifier: Notifier, run: Run, duration: float, fail
     textfile = context.settings.metrics.textfile
     if textfile is not None:
         try:
-            metrics.record(textfile, run.operation, ok, duration, run.gauges)
+            metrics.record(textfile, run.operation, ok, duration, run.gauges, series=run.series)
         except Exception as error:  # noqa: BLE001 - bookkeeping must never change the outcome
             context.output.warn(f"metrics not written to {textfile}: {type(error).__name__}: {error}")
     run.details["duration_seconds"] = round(duration, 3)

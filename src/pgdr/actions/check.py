@@ -3,6 +3,8 @@
 Per target, the newest (non-safety) backup must exist, be younger than --max-age, be at least backup.min_size,
 not be under half the previous backup, and have its manifest (be verified). When drills are recorded in that
 target, the last one must have succeeded; with --max-drill-age it must also be recent enough (and exist).
+A target with a WAL archive (wal/) must be no further behind the server than wal.rpo_objective, and have no gap
+after its oldest base backup; when the server answers, its replication slot wal.slot, if it exists, must be in use.
 The first line is `OK: ...` or `CRITICAL: <the first problem>` with Nagios performance data after a `|`;
 one line per problem follows.
 """
@@ -20,11 +22,14 @@ from pgdr.errors import PgdrError
 from pgdr.periods import format_period
 from pgdr.storage import open_storage
 from pgdr.ui import human_size
+from pgdr.wal.reading import HINT_STREAM, slot_active, target_window
+from pgdr.wal.window import Window
 
 
 @dataclass
 class Problem:
-    code: str  # no_backup, too_old, too_small, shrank, unverified, drill_failed, drill_too_old, no_drill, storage
+    code: str  # no_backup, too_old, too_small, shrank, unverified, drill_failed, drill_too_old, no_drill, storage,
+    # wal_behind, wal_gap, wal_slot_inactive
     target: str
     message: str
 
@@ -33,6 +38,7 @@ class Problem:
 class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     newest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    windows: dict[str, Window] = field(default_factory=dict)  # targets with a WAL archive
 
     @property
     def ok(self) -> bool:
@@ -52,8 +58,11 @@ class CheckReport:
         return f"CRITICAL: {self.problems[0].message}{more}" + self.performance_data()
 
     def as_json(self) -> dict[str, Any]:
-        return {"status": "OK" if self.ok else "CRITICAL", "summary": self.first_line(),
+        data = {"status": "OK" if self.ok else "CRITICAL", "summary": self.first_line(),
                 "problems": [problem.__dict__ for problem in self.problems], "newest": self.newest}
+        if self.windows:
+            data["wal_windows"] = {target: found.as_json() for target, found in self.windows.items()}
+        return data
 
 
 def backup_problems(records: list[BackupRecord], target: str, now: datetime, max_age: float, min_size: int
@@ -103,6 +112,28 @@ def drill_problems(history: list[dict[str, Any]], target: str, now: datetime, ma
     return problems
 
 
+def wal_problems(found: Window, target: str, objective: float) -> list[Problem]:
+    """The archive must be close behind the server and whole after the oldest base backup."""
+    problems = []
+    if found.rpo_seconds is not None and found.rpo_seconds > objective:
+        behind = format_period(found.rpo_seconds, 2)
+        problems.append(Problem("wal_behind", target, f"WAL archive in {target} is {behind} behind the server "
+                                                      f"(wal.rpo_objective {format_period(objective)}): "
+                                                      f"{HINT_STREAM}"))
+    if found.gap:
+        problems.append(Problem("wal_gap", target, f"WAL archive in {target} has a gap: segment {found.gap} is "
+                                                   f"missing, recovery stops before it; take a base backup "
+                                                   f"(backup.format = \"physical\") to start a whole window again"))
+    return problems
+
+
+def slot_problems(active: bool | None, slot: str, target: str) -> list[Problem]:
+    if active is not False:
+        return []
+    return [Problem("wal_slot_inactive", target, f"replication slot {slot!r} is inactive: nothing streams the WAL "
+                                                 f"(and the server keeps it until something does); {HINT_STREAM}")]
+
+
 def _parse_time(value: object) -> datetime | None:
     try:
         moment = datetime.fromisoformat(str(value))
@@ -120,6 +151,7 @@ def check(context: Context, targets: list[str], max_age: float, max_drill_age: f
             storage = open_storage(context.settings, target, context.output.warn)
             records = list_backups(storage, context.settings.backup.min_size)
             history = drill_history(context, target)
+            found = target_window(context, storage, now)
         except PgdrError as error:
             report.problems.append(Problem("storage", target, f"cannot read {target}: {error.message}"))
             continue
@@ -129,4 +161,9 @@ def check(context: Context, targets: list[str], max_age: float, max_drill_age: f
             report.newest[target] = {"key": records[-1].key.key, "size": records[-1].size,
                                      "age_seconds": round((now - records[-1].key.created).total_seconds()),
                                      "verified": records[-1].verified}
+        if found is not None:
+            report.windows[target] = found
+            report.problems += wal_problems(found, target, context.settings.wal.rpo_objective)
+    if report.windows:
+        report.problems += slot_problems(slot_active(context), context.settings.wal.slot, next(iter(report.windows)))
     return report

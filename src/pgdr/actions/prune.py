@@ -8,6 +8,12 @@ manifest. A crash in between leaves a manifest without its backup, which `pgdr l
 retention all ignore (they start from the backup objects), and which the next prune removes as an orphan. The
 other order would leave, for a while, an intact backup without its manifest: listed as "unverified", a state that
 `pgdr check` treats as a problem. Either way no crash leaves a listed backup that cannot be restored.
+
+A target with a WAL archive (wal/) also loses the WAL no kept base backup reads (pgdr.wal.window.deletable_wal:
+segments before the oldest kept base backup's start, partials superseded by their segment; never a history file),
+after the backups. A crash in between leaves WAL older than every kept base backup, deleted by the next prune; a
+crash among the WAL deletes leaves part of that same unneeded WAL. The WAL is deleted after the backups so that no
+listed base backup is ever left without its WAL.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from pgdr.retention import Candidate, Decision, Policy, select
 from pgdr.state import pending_safety_backup
 from pgdr.storage import Storage, open_storage
 from pgdr.ui import human_size
+from pgdr.wal.archive import WAL_PREFIX
+from pgdr.wal.reading import base_backups, read_archive
+from pgdr.wal.window import deletable_wal
 
 
 @dataclass
@@ -36,6 +45,9 @@ class PrunePlan:
     sizes: dict[str, int]
     orphans: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    wal_delete: list[str] = field(default_factory=list)  # WAL object keys no kept base backup reads
+    wal_sizes: dict[str, int] = field(default_factory=dict)
+    wal_deleted: int = 0
 
     @property
     def target(self) -> str:
@@ -48,7 +60,22 @@ class PrunePlan:
         return {"target": self.target, "where": self.storage.describe(), "dry_run": dry_run,
                 "keep": [decision.as_json() for decision in self.keep],
                 "delete": [{**decision.as_json(), "size": self.sizes.get(decision.key, 0)} for decision in self.delete],
-                "deleted": self.deleted, "orphan_manifests": self.orphans}
+                "deleted": self.deleted, "orphan_manifests": self.orphans, **self.wal_json()}
+
+    def wal_summary(self) -> str:
+        """'3 WAL objects (000000010000000000000001 .. 000000010000000000000003, 48.0 MB)'."""
+        names = [key.removeprefix(WAL_PREFIX).split(".")[0] for key in self.wal_delete]
+        size = human_size(sum(self.wal_sizes.get(key, 0) for key in self.wal_delete))
+        return f"{len(names)} WAL objects ({min(names)} .. {max(names)}, {size})" if names else "no WAL"
+
+    def wal_json(self) -> dict[str, object]:
+        if not self.wal_delete and not self.wal_sizes:
+            return {}  # no WAL archive in this target
+        return {"wal_delete": {"count": len(self.wal_delete), "summary": self.wal_summary(),
+                               "bytes": sum(self.wal_sizes.get(key, 0) for key in self.wal_delete),
+                               "first": self.wal_delete[0] if self.wal_delete else None,
+                               "last": self.wal_delete[-1] if self.wal_delete else None},
+                "wal_deleted": self.wal_deleted}
 
 
 def orphan_manifests(keys: set[str]) -> list[str]:
@@ -70,8 +97,16 @@ def plan(context: Context, target: str, now: datetime | None = None) -> PrunePla
     pending = pending_safety_backup(context.settings.state_dir)
     pinned = {pending: "the state from before the incomplete restore"} if pending else {}
     selection = select(candidates, Policy(**retention.rules_for(target)), protected, pinned)
-    return PrunePlan(storage, selection.keep, selection.delete, {record.key.key: record.size for record in records},
-                     orphan_manifests({item.key for item in objects}))
+    prune_plan = PrunePlan(storage, selection.keep, selection.delete,
+                           {record.key.key: record.size for record in records},
+                           orphan_manifests({item.key for item in objects}))
+    archive = read_archive(context, storage)
+    if archive is not None:
+        kept = {decision.key for decision in selection.keep}
+        prune_plan.wal_delete = deletable_wal(base_backups([record for record in records if record.key.key in kept]),
+                                              archive.listing, archive.segment_size)
+        prune_plan.wal_sizes = {item.key: item.size for item in objects if item.key.startswith(WAL_PREFIX)}
+    return prune_plan
 
 
 def show(context: Context, prune_plan: PrunePlan, dry_run: bool) -> None:
@@ -86,6 +121,8 @@ def show(context: Context, prune_plan: PrunePlan, dry_run: bool) -> None:
                     f"({'; '.join(decision.reasons)})")
     for key in prune_plan.orphans:
         output.info(f"   {verb:<7} {key}  (manifest without its backup)")
+    if prune_plan.wal_delete:
+        output.info(f"   {verb:<7} {prune_plan.wal_summary()}  (WAL no kept base backup reads)")
 
 
 def confirm(context: Context, plans: list[PrunePlan]) -> None:
@@ -111,8 +148,12 @@ def execute(context: Context, prune_plan: PrunePlan) -> None:
         prune_plan.deleted.append(decision.key)
     for key in prune_plan.orphans:
         prune_plan.storage.delete(key)
+    for key in prune_plan.wal_delete:  # after the backups: see the module docstring
+        prune_plan.storage.delete(key)
+        prune_plan.wal_deleted += 1
     context.output.success(f"Pruned {prune_plan.target}: deleted {len(prune_plan.deleted)} backups "
-                           f"({human_size(prune_plan.freed())}), kept {len(prune_plan.keep)}")
+                           f"({human_size(prune_plan.freed())}), kept {len(prune_plan.keep)}"
+                           + (f"; deleted {prune_plan.wal_deleted} WAL objects" if prune_plan.wal_deleted else ""))
 
 
 @locked("prune")

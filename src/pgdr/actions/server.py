@@ -13,6 +13,7 @@ from pgdr.postgres import inventory
 from pgdr.postgres.cluster import wait_until_reachable
 from pgdr.secrets import generate_password, write_dotenv
 from pgdr.storage import open_storage
+from pgdr.wal.reading import windows
 
 
 def superuser_password_for_new_cluster(context: Context) -> str:
@@ -74,9 +75,10 @@ class Status:
     mode: str = "local"
     data_dir: str = ""
     metrics: dict[str, Any] | None = None
+    wal_windows: dict[str, dict[str, Any]] = field(default_factory=dict)  # targets with a WAL archive only
 
     def as_json(self) -> dict[str, Any]:
-        return self.__dict__
+        return {name: value for name, value in self.__dict__.items() if name != "wal_windows" or value}
 
 
 def status(context: Context) -> Status:
@@ -89,6 +91,8 @@ def status(context: Context) -> Status:
     except (ServerUnreachable, AuthenticationFailed, SecretMissing) as error:
         report.problem = f"{error.message} ({error.hint})"
     report.newest_backup = newest_backup(context)
+    report.wal_windows = {target: found.as_json()
+                          for target, found in windows(context, context.settings.backup.targets).items()}
     if context.settings.metrics.textfile is not None:
         from pgdr.metrics import summary
 

@@ -33,6 +33,7 @@ from pgdr.runbooks import point_in_time, restore
 from pgdr.secrets import SecretResolver, generate_password
 from pgdr.state import read_restore_record
 from pgdr.storage import open_storage
+from pgdr.wal.reading import rpo_now
 from pgdr.wal.recovery import RecoveryTarget
 
 DRILL_SUPERUSER_SECRET = "PGDR_DRILL_SUPERUSER_PASSWORD"
@@ -48,6 +49,7 @@ class RecoveryReport:
     outcome: str = "failed"
     error: str = ""
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    rpo_seconds: float | None = None  # a drill: the RPO the source's WAL archive gave (None: no archive)
 
     @property
     def rto_seconds(self) -> float:
@@ -190,6 +192,7 @@ def drill(context: Context, source: str = "local", key: str | None = None,
         raise
     finally:
         remove_scratch(scratch, folder)
+        report.rpo_seconds = rpo_now(context, source)
         record_drill(context, report)
         summarize(context, report)
     return report

@@ -49,6 +49,7 @@ from pgdr.wal.archive import (
     Segment,
     TimelineSwitch,
     first_missing,
+    mark_key,
     needed_segments,
     parse_history,
     parse_lsn,
@@ -123,7 +124,11 @@ def on_path(manifest: Manifest | None, path: list[TimelineSwitch]) -> bool:
 
 def with_mark_lsn(storage: Storage, target: RecoveryTarget) -> RecoveryTarget:
     """A restore point made by `pgdr wal mark` is recorded with its LSN, which picks the base backup."""
-    data = storage.get_bytes(f"{WAL_PREFIX}marks/{target.value}.json")
+    try:
+        key = mark_key(target.value)
+    except ValueError:
+        return target  # a name `pgdr wal mark` refuses (so it made none), never a path into the storage
+    data = storage.get_bytes(key)
     if data is None:
         return target  # made another way (pg_create_restore_point): the newest base backup is tried
     return RecoveryTarget("name", target.value, lsn=parse_lsn(str(json.loads(data)["lsn"])))

@@ -71,7 +71,8 @@ class WalFetcher:
 
     @property
     def newest_served(self) -> Segment | None:
-        return self.plan[self._plan_index[self.served[-1]]] if self.served else None
+        """The furthest segment of the plan handed to the server (it may ask for one again, e.g. at a switch)."""
+        return self.plan[max(self._plan_index[name] for name in self.served)] if self.served else None
 
     def _serve(self) -> None:
         while not self._stop.is_set():

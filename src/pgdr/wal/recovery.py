@@ -72,7 +72,8 @@ def parse_point(to: str | None, to_lsn: str | None, to_xid: str | None, to_name:
             raise UsageError(str(error), "e.g. --to-lsn 0/3000028 (see pg_current_wal_lsn())") from None
     if kind == "xid":
         if not value.isdigit() or not 3 <= int(value) < 2**63:
-            raise UsageError(f"not a transaction id: {value!r}", "e.g. --to-xid 1234 (see `pgdr wal timeline`)")
+            raise UsageError(f"not a transaction id: {value!r}",
+                             "e.g. --to-xid 1234 (the mistake's xid: txid_current() in its session, or the log)")
         return RecoveryTarget("xid", str(int(value)))
     if not RESTORE_POINT_NAME.match(value):
         raise UsageError(f"not a restore point name: {value!r}", "names made by `pgdr wal mark NAME`: letters, "

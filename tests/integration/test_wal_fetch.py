@@ -4,7 +4,8 @@ stored through the real codec stack in a LocalStorage; no server is needed to se
 
 What must hold: a stored segment arrives byte for byte; a name past the archive's end is "missing" at once (that
 is how PostgreSQL finds the end); a gap or a corrupt segment is never answered "missing" (PostgreSQL would take it
-for the end and open early) but fails the fetcher and calls on_failure; the newest WAL is served from its
+for the end and open early) but fails the fetcher and calls on_failure, except a gap while PostgreSQL recovers to
+a target (it stops there by itself, and ends in error short of it); the newest WAL is served from its
 partial; segments are fetched ahead of the request; the shell gives up when pgdr's process is gone.
 """
 
@@ -60,9 +61,9 @@ def folder(tmp_path: Path) -> Path:
 
 
 def start(storage: LocalStorage, folder: Path, failures: list[PgdrError] | None = None,
-          read_ahead: int = 2) -> WalFetcher:
+          read_ahead: int = 2, stops_at_target: bool = False) -> WalFetcher:
     listing = ArchiveListing.of(storage.list(WAL_PREFIX))
-    return WalFetcher(storage, listing, PLAN, folder, read_ahead=read_ahead,
+    return WalFetcher(storage, listing, PLAN, folder, read_ahead=read_ahead, stops_at_target=stops_at_target,
                       on_failure=(failures if failures is not None else []).append).start()
 
 
@@ -123,6 +124,23 @@ def test_a_gap_is_never_answered_missing_it_fails_the_recovery(archive, folder, 
         fetcher.stop()  # what the runbook does after stopping the server: the waiting command ends, unanswered
     assert waiting.wait(timeout=30) != 0
     assert not (tmp_path / "g").exists()
+
+
+def test_with_a_target_a_gap_is_answered_missing_and_recorded_for_the_report(archive, folder, tmp_path):
+    """PostgreSQL stops at a recovery target by itself (and refuses to open short of it), and its read-ahead may
+    ask for the segment after the target's: that request must not kill a recovery whose target comes before."""
+    archive.delete(wal_key(PLAN[2].name, GZIP))
+    failures: list[PgdrError] = []
+    fetcher = start(archive, folder, failures, stops_at_target=True)
+    command = restore_command(folder, os.getpid())
+    try:
+        assert run_restore_command(command, PLAN[1].name, tmp_path / "before").returncode == 0
+        answer = run_restore_command(command, PLAN[2].name, tmp_path / "g")
+        assert answer.returncode != 0 and not (tmp_path / "g").exists()
+        assert failures == [] and fetcher.failure is None
+        assert isinstance(fetcher.gap, IntegrityError) and PLAN[2].name in fetcher.gap.message
+    finally:
+        fetcher.stop()
 
 
 def test_a_corrupt_segment_fails_the_recovery_instead_of_ending_it(archive, folder, tmp_path):

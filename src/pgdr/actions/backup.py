@@ -42,16 +42,15 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
     started, key = _fresh_key(context, backup_format, storages, safety)
     where = ", ".join(storage.describe() for storage in storages)
     context.output.step(f"Backing up to {key.key} ({where})")
-    facts = _facts(context, key, started, version_of(toolset.path("pg_dumpall"))[1])
+    facts = _facts(context, key, started, version_of(toolset.path(backup_format.backup_tools()[0]))[1])
     try:
         manifest = backup_format.write(context, toolset, storages, key, facts)
     except StageFailed as failure:
         raise BackupFailed(f"backup failed at stage {failure.stage}: {failure.detail}", failure.hint) from None
     for storage in storages:
         storage.put_bytes(key.manifest_key, manifest.to_json())
-    context.output.success(
-        f"Backup {key.key} written ({human_size(manifest.size)}, {len(manifest.databases)} databases) to {where}"
-    )
+    counted = f", {len(manifest.databases)} databases" if manifest.databases else ""
+    context.output.success(f"Backup {key.key} written ({human_size(manifest.size)}{counted}) to {where}")
     return BackupResult(key, manifest, [storage.name for storage in storages])
 
 

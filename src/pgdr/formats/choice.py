@@ -5,10 +5,11 @@ from __future__ import annotations
 from pgdr.artifact import BackupKey
 from pgdr.config import Settings
 from pgdr.formats.base import BackupFormat
+from pgdr.formats.physical import PhysicalFormat
 from pgdr.formats.plain import PlainFormat
 from pgdr.formats.split import SplitFormat
 
-FORMATS: dict[str, BackupFormat] = {"plain": PlainFormat(), "split": SplitFormat()}
+FORMATS: dict[str, BackupFormat] = {"plain": PlainFormat(), "split": SplitFormat(), "physical": PhysicalFormat()}
 
 
 def for_new_backup(settings: Settings, safety: bool = False) -> BackupFormat:

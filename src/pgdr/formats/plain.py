@@ -80,11 +80,7 @@ class PlainFormat:
             sections_proof="restrict" if scanner.sections else "", embedded_secrets=scanner.embedded_secrets)
 
     def check(self, context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> Storage:
-        local = working_copy(context, storage)
-        if local is None:
-            check_backup(context, storage, record)
-            return storage
-        return fetch_to_local(context, storage, record, local)  # checked while downloading, restored from the copy
+        return check_or_fetch(context, storage, record)
 
     def needs(self, context: Context, storage: Storage, record: BackupRecord) -> Requirements:
         why = "it has no manifest" if record.manifest is None else "its manifest predates their record"
@@ -188,6 +184,16 @@ def _report_embedded_secrets(context: Context, scanner: DumpScanner) -> None:
         )
     context.output.warn(f"the backup holds passwords in plain text: {found}; they are listed in its manifest "
                         "(backup.embedded_secrets = \"refuse\" refuses such backups)")
+
+
+def check_or_fetch(context: Context, storage: Storage, record: BackupRecord) -> Storage:
+    """One file checked where it is in the backup dir, or checked while it is downloaded into it (a restore then
+    reads the copy)."""
+    local = working_copy(context, storage)
+    if local is None:
+        check_backup(context, storage, record)
+        return storage
+    return fetch_to_local(context, storage, record, local)
 
 
 def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_to: Upload | None = None) -> None:

@@ -38,8 +38,11 @@ from pgdr.context import Context
 from pgdr.errors import ClusterError, IntegrityError, PgdrError, Refused, RestoreFailed, StorageError
 from pgdr.formats.choice import of_key
 from pgdr.formats.codecs import age_identity
+from pgdr.formats.physical import extract_base_backup
+from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.cluster import LocalCluster
 from pgdr.postgres.connect import connect
+from pgdr.preflight import major_of
 from pgdr.state import RestoreRecord, write_restore_record
 from pgdr.storage import Storage, open_storage
 from pgdr.streams.decoder import decoded
@@ -191,13 +194,10 @@ def recover_to_point(context: Context, source: str, target: RecoveryTarget, clea
     assert facts is not None
     context.output.step(f"Recovering to {plan.target.describe()} from base backup {plan.record.key} "
                         f"({len(plan.segments)} WAL segments at most, from {source})")
-    backup_format = of_key(plan.record.key)
-    toolset, _ = context.client_tools(backup_format.restore_tools())
-    checked = backup_format.check(context, storage, plan.record, toolset)
-    from pgdr.formats.physical import extract_base_backup  # TEMPORARY until physical.py lands
-
+    toolset = installation_for(cluster, plan)
+    checked = of_key(plan.record.key).check(context, storage, plan.record, toolset)
     with data_directory_set_aside(cluster, context) as aside:
-        extract_base_backup(context, checked, plan.record, cluster.data_dir, cluster.run_as)
+        extract_base_backup(context, toolset, checked, plan.record, cluster.data_dir, cluster.run_as)
         replay(context, cluster, storage, plan)
     if aside is not None:
         context.output.info(f"   removed the data directory set aside ({aside})")
@@ -210,6 +210,19 @@ def recover_to_point(context: Context, source: str, target: RecoveryTarget, clea
     write_restore_record(context.settings.state_dir, RestoreRecord(key=str(plan.record.key), target=source,
                                                                    status="complete"))
     return description
+
+
+def installation_for(cluster: LocalCluster, plan: Plan) -> Toolset:
+    """The managed cluster's binaries, which must be the base backup's major: a data directory runs only on the
+    major that wrote it (no server needs to run: the live one may be gone)."""
+    toolset = cluster.tools()
+    major = major_of(plan.manifest.server_version)
+    if major and toolset.major != major:
+        raise Refused(f"base backup {plan.record.key} is a PostgreSQL {major} data directory, and the managed "
+                      f"cluster's binaries are PostgreSQL {toolset.major}",
+                      f"set postgres.bin_dir to a PostgreSQL {major} installation for the recovery; upgrade after it "
+                      "(docs/UPGRADE.md)")
+    return toolset
 
 
 @contextmanager
@@ -255,7 +268,8 @@ def replay(context: Context, cluster: LocalCluster, storage: Storage, plan: Plan
     identity = first_identity(context, plan)
     fetcher = WalFetcher(storage, plan.listing, plan.segments, fetch_dir, cluster.run_as, identity,
                          context.settings.wal.read_ahead,
-                         on_failure=lambda error: cluster.stop_immediately())
+                         on_failure=lambda error: cluster.stop_immediately(),
+                         stops_at_target=plan.target.kind != "end")
     signal_file = cluster.data_dir / "recovery.signal"
     signal_file.touch()
     if cluster.run_as is not None:
@@ -295,7 +309,7 @@ def watch(context: Context, cluster: LocalCluster, fetcher: WalFetcher, log_star
         pid = cluster.postmaster_pid()
         if pid is None:
             if launched or time.monotonic() - started > 30:
-                raise stopped_error(cluster, log_start)
+                raise fetcher.gap or stopped_error(cluster, log_start)
         else:
             launched = True
             state = recovery_state(context)

@@ -10,9 +10,13 @@ What is asked and not stored is told apart, because PostgreSQL reads "missing" a
 then stops recovering:
 - a history file, a segment of another timeline than the plan's, or one after the newest stored: missing, as
   PostgreSQL expects while it probes;
-- a segment of the plan that is not stored (a gap), or one that does not decode (corrupt): the fetcher does NOT
-  answer, records the failure and calls `on_failure`, which stops the server before it can take the gap for the
-  end of the archive and open on a silently earlier state.
+- a segment of the plan that does not decode (corrupt), or that is not stored (a gap) when recovering to the end:
+  the fetcher does NOT answer, records the failure and calls `on_failure`, which stops the server before it can
+  take the gap for the end of the archive and open on a silently earlier state;
+- a gap when recovering to a target (`stops_at_target`): answered missing and recorded in `gap`. PostgreSQL's
+  read-ahead (recovery_prefetch) may ask for the segment after the one that holds the target, and then stops at
+  the target as it should; if the target lies behind the gap, PostgreSQL itself refuses to open ("recovery ended
+  before configured recovery target was reached") and the caller reports the gap.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ class WalFetcher:
     identity: object | None = None
     read_ahead: int = 8
     on_failure: Callable[[PgdrError], None] = lambda error: None
+    stops_at_target: bool = False
     failure: PgdrError | None = None
+    gap: PgdrError | None = None  # the first gap asked for, when stops_at_target
     served: list[str] = field(default_factory=list)  # segment names handed to the server, in order
     _fetched: set[str] = field(default_factory=set)
     _position: int = 0  # index in plan of the newest segment asked for
@@ -101,8 +107,13 @@ class WalFetcher:
         if name not in self._fetched:
             stored = self._stored(name)
             if stored is None:
-                raise IntegrityError(f"WAL segment {name} is missing from the archive in {self.storage.describe()}, "
-                                     f"and recovery needs it", HINT_GAP)
+                gap = IntegrityError(f"WAL segment {name} is missing from the archive in {self.storage.describe()}, "
+                                     "and recovery needs it", HINT_GAP)
+                if not self.stops_at_target:
+                    raise gap
+                self.gap = self.gap or gap
+                self._answer_missing(name)
+                return
             self._write(name, stored)
         self._mark(name, "ready")
         self.served.append(name)

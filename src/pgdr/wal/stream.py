@@ -20,8 +20,9 @@ One loop, every POLL_SECONDS:
    `wal/status.json` on each target. A target's `stored_lsn` is the end of the segments it holds, or, when it holds
    every completed file, the receiver's write_lsn sampled before the partial was read. `caught_up_at` is the newest
    sample whose server position the target holds: at that moment storage had all the WAL the server had written.
-4. **SIGTERM or Ctrl-C** (KeyboardInterrupt, see cli.main): pg_receivewal is stopped (it flushes), what it wrote is
-   stored, partial included, the status written, and the service returns (exit 0).
+4. **SIGTERM or Ctrl-C** (KeyboardInterrupt, see cli.main): pg_receivewal gets a few seconds to receive what the
+   server had written at that moment (`_drain`), is stopped (it flushes), what it wrote is stored, partial included,
+   the status written, and the service returns (exit 0).
 
 What a crash (kill -9, power loss) leaves behind, and why nothing is lost: a file on some targets and not others
 is still in the spool and is stored again next time (the same key, overwritten whole: a local rename, an S3 PUT);
@@ -228,6 +229,7 @@ class Streamer:
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             self.output.info("Stopping: pg_receivewal flushes, then what it wrote is stored")
+            self._drain()
             self._stop_receiver()
             self._round(final=True)
             stored = ", ".join(f"{target.name} {format_lsn(target.stored_lsn)}" for target in self.targets)
@@ -278,6 +280,22 @@ class Streamer:
         self._starts += 1
         self._receiver = start_service(self.receiver_argv, stage="pg_receivewal", environment=self.environment)
         self._receiver_started = now
+
+    def _drain(self) -> None:
+        """Before a clean stop, let the receiver reach the position the server had when asked to stop: a stop right
+        after a commit (a switchover, a maintenance window) still leaves that commit in the archive. Bounded by two
+        of the receiver's report intervals; a receiver still behind then is said so and stopped anyway."""
+        first = self.sampler.sample() if self._receiver is not None else None
+        if first is None or first.receiver_lsn is None:
+            return
+        deadline = time.monotonic() + 2 * status_interval(self.wal.rpo_objective) + 1
+        while time.monotonic() < deadline:
+            sample = self.sampler.sample()
+            if sample is None or sample.receiver_lsn is None or sample.receiver_lsn >= first.server_lsn:
+                return
+            time.sleep(POLL_SECONDS / 4)
+        self.output.warn(f"pg_receivewal had not received the WAL up to {format_lsn(first.server_lsn)} when it was "
+                         "stopped: the next `pgdr wal stream` receives the rest from the slot")
 
     def _stop_receiver(self) -> None:
         if self._receiver is not None:

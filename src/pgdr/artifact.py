@@ -227,7 +227,6 @@ class PhysicalFacts(BaseModel):
     start_time: datetime
     stop_time: datetime
     system_identifier: str = ""
-    incremental_of: str = ""  # key of the base backup this one is incremental to; "" for a full one
     wal_included: bool = False  # pg_basebackup -X fetch: restorable to stop_lsn without the archive
 
 

@@ -95,8 +95,6 @@ class BackupSettings(Section):
                              "(parallel); physical: a pg_basebackup base backup, for point-in-time recovery with "
                              "the WAL archive of `pgdr wal stream`"
     )
-    incremental: bool = Field(False, description="physical, PostgreSQL 17+: take incremental base backups against "
-                                                 "the previous one (the server needs summarize_wal = on)")
     jobs: int = Field(0, ge=0, description="parallel jobs: split dumps, pg_restore --jobs, databases restored at "
                                            "a time; 0: CPU cores")
     encryption: Literal["none", "age"] = Field("none", description="age: encrypt backups at rest to age_recipients "

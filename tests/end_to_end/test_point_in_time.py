@@ -9,10 +9,14 @@ back as it was.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -210,3 +214,26 @@ def test_a_drill_to_a_point_leaves_the_live_cluster_alone(streamed):
     assert result.returncode == 0, result.stdout + result.stderr
     assert markers(project) == [0, 1, 2, 3, 4, 5, 6]
 
+
+
+def test_a_forged_base_backup_is_refused_and_the_live_cluster_stays(streamed):
+    """Whoever can write the backup dir replaces the base backup and fixes its manifest's size and sha256: the
+    extraction refuses the member that climbs out, and the live cluster comes back as it was."""
+    project, _ = streamed
+    stored = next(path for path in project.backups.rglob("*.base.tar.gz"))
+    hostile = io.BytesIO()
+    with tarfile.open(fileobj=hostile, mode="w:gz") as writer:
+        for name, data in (("PG_VERSION", b"15\n"), ("../../escaped", b"owned\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            writer.addfile(info, io.BytesIO(data))
+    stored.write_bytes(hostile.getvalue())
+    manifest_file = Path(str(stored) + ".manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest.update(size=len(hostile.getvalue()), sha256=hashlib.sha256(hostile.getvalue()).hexdigest())
+    manifest_file.write_text(json.dumps(manifest))
+    result = recover(project, "--clean")
+    assert result.returncode == 9, result.stdout + result.stderr
+    assert "outside the data directory" in result.stderr
+    assert not list(project.root.rglob("escaped")) and not list(project.root.parent.glob("escaped"))
+    assert markers(project) == [0, 1, 2, 3, 4, 5, 6]

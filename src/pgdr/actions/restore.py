@@ -14,6 +14,7 @@ from pgdr.context import Context
 from pgdr.errors import IntegrityError, Interrupted, Refused, RestoreFailed, StageFailed, UsageError
 from pgdr.formats.base import BackupFormat
 from pgdr.formats.choice import of_key
+from pgdr.formats.physical import not_restorable
 from pgdr.formats.psql_feed import HINT_RETRY, describe_psql_error
 from pgdr.postgres import inventory
 from pgdr.postgres.binaries import Toolset
@@ -61,6 +62,8 @@ def prepare(context: Context, source: str, key: str | None, database: str | None
     """Everything that can refuse the restore before the server is touched."""
     storage, record = select_backup(context, source, key, allow_suspicious)
     backup_format = of_key(record.key)
+    if not backup_format.logical:
+        raise not_restorable(record.key)
     if database is not None and not backup_format.restores_one_database:
         raise UsageError(f"--database needs a split backup; {record.key} is one pg_dumpall script",
                          "restore the whole backup, or set backup.format = \"split\" for future backups")

@@ -21,6 +21,7 @@ from pgdr.storage.local import LocalStorage
 class BackupFormat(Protocol):
     name: str
     restores_one_database: bool  # restore --database works
+    logical: bool  # `pgdr restore` replays it into a running server; False: `pgdr recover` makes a data directory of it
 
     def backup_tools(self) -> tuple[str, ...]:
         """The client tools a backup runs."""

@@ -50,6 +50,7 @@ def basebackup_argv(pg_basebackup: str, label: str) -> list[str]:
 class PhysicalFormat:
     name = "physical"
     restores_one_database = False
+    logical = False
 
     def backup_tools(self) -> tuple[str, ...]:
         return ("pg_basebackup",)
@@ -78,13 +79,18 @@ class PhysicalFormat:
 
     def restore(self, context: Context, toolset: Toolset, storage: Storage, record: BackupRecord,
                 database: str | None, existing_roles: set[str]) -> None:
-        raise Refused(f"{record.key} is a physical base backup: it becomes a data directory with its WAL, not SQL "
-                      "replayed into a running server",
-                      "run `pgdr recover --clean` (all the WAL there is) or `pgdr recover --to TIME --clean`; "
-                      "`pgdr drill` rehearses it")
+        raise not_restorable(record.key)
 
     def objects(self, storage: Storage, key: BackupKey) -> list[str]:
         return [key.key, key.manifest_key]
+
+
+def not_restorable(key: BackupKey) -> Refused:
+    """`pgdr restore` of a base backup: refused before anything is touched (pgdr.actions.restore.prepare)."""
+    return Refused(f"{key} is a physical base backup: it becomes a data directory with its WAL, not SQL replayed "
+                   "into a running server",
+                   "run `pgdr recover --clean` (all the WAL there is) or `pgdr recover --to TIME --clean`; "
+                   "`pgdr drill` rehearses it")
 
 
 def _stream_base_backup(context: Context, pg_basebackup: str, storages: list[Storage], key: BackupKey

@@ -58,6 +58,7 @@ def codec_of(key: BackupKey) -> Codec:
 class PlainFormat:
     name = "plain"
     restores_one_database = False
+    logical = True
 
     def backup_tools(self) -> tuple[str, ...]:
         return ("pg_dumpall", "psql")

@@ -560,6 +560,7 @@ def combined_sha256(parts: list[StoredPart]) -> str:
 class SplitFormat:
     name = "split"
     restores_one_database = True
+    logical = True
 
     def backup_tools(self) -> tuple[str, ...]:
         return ("pg_dumpall", "psql", "pg_dump", "pg_restore")

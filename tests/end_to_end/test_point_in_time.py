@@ -28,6 +28,7 @@ from end_to_end.e2e_helpers import newer_binaries
 from harness import Project
 from moto_fixtures import S3_PREFIX, aws_project
 from pgdr.wal.archive import parse_wal_key
+from sync_helpers import poll_until
 
 STREAM_ENVIRONMENT = {"PGDR_WAL__RPO_OBJECTIVE": "1s", "PGDR_BACKUP__FORMAT": "physical"}
 
@@ -237,3 +238,23 @@ def test_a_forged_base_backup_is_refused_and_the_live_cluster_stays(streamed):
     assert "outside the data directory" in result.stderr
     assert not list(project.root.rglob("escaped")) and not list(project.root.parent.glob("escaped"))
     assert markers(project) == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_streaming_goes_on_on_the_new_timeline_after_a_recovery(streamed):
+    """The recovered cluster forks a new timeline before the spool's newest WAL: the streamer must resume on it
+    (the old timeline's growing segment set aside), so the next mistake is recoverable too."""
+    project, history = streamed
+    assert recover(project, "--to", between(history, 3), "--clean").returncode == 0
+    streamer = start_streamer(project)
+    try:
+        poll_until(lambda: any(path.name.startswith("00000002.history") or streamer.poll() is not None
+                               for path in (project.backups / "wal").iterdir()))
+        commit_markers(project, range(10, 12), history)
+    finally:
+        output = stop_streamer(streamer)
+    assert "older timeline" in output
+    names = {path.name for path in (project.backups / "wal").iterdir()}
+    assert any(name.startswith("00000002") and "history" not in name for name in names), names
+    again = recover(project, "--clean")  # all the WAL there is: along timeline 2, from the base backup on 1
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert markers(project) == [0, 1, 2, 3, 10, 11]

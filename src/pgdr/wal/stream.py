@@ -72,6 +72,7 @@ STEADY_SECONDS = 30.0  # a receiver that ran this long starts its backoff again 
 SETTLED_NS = 50_000_000  # a partial unchanged since this long before it was read was read whole
 READ_CHUNK = 1024 * 1024
 LOCK_NAME = ".lock"
+OLDER_TIMELINES = "older-timelines"
 SAMPLES_KEPT = 10_000
 
 
@@ -223,6 +224,7 @@ class Streamer:
     def run(self) -> None:
         """Until SIGTERM or Ctrl-C: then the receiver is stopped and what it wrote is stored before returning."""
         try:
+            self._leave_older_timelines()
             while True:
                 self._supervise()
                 self._round(final=False)
@@ -237,6 +239,28 @@ class Streamer:
         finally:
             self._stop_receiver()
             self.sampler.close()
+
+    def _leave_older_timelines(self) -> None:
+        """After a recovery the server goes on on a new timeline, forked before the newest WAL the spool holds; and
+        pg_receivewal resumes from the spool's newest file, a start the server refuses ("not in this server's
+        history"). So before the receiver starts: the completed files are stored (the old timeline's WAL stays in
+        the archive), then a `.partial` of an older timeline is moved to `<spool>/older-timelines/`, kept, not
+        deleted (the run that wrote it stored it as `.partial` when it stopped)."""
+        sample = self.sampler.sample()
+        if sample is None:
+            return
+        self._store_completed()
+        older = [file for file in scan_spool(self.spool)
+                 if file.kind == "partial" and int(file.name[:8], 16) < sample.timeline]
+        if not older:
+            return
+        aside = self.spool / OLDER_TIMELINES
+        aside.mkdir(mode=0o700, exist_ok=True)
+        for file in older:
+            file.path.rename(aside / file.path.name)
+        self.output.info(f"The server is on timeline {sample.timeline}: moved the growing segment of an older "
+                         f"timeline ({', '.join(file.name for file in older)}) to {aside}; streaming resumes on "
+                         f"timeline {sample.timeline}")
 
     # ---- the receiver
 

@@ -25,16 +25,14 @@ from pgdr.catalog import BackupRecord
 from pgdr.context import Context
 from pgdr.errors import BackupFailed, ExitCode, Refused
 from pgdr.formats.base_backup_tar import LABEL, MANIFEST, TarScanner, extract, label_fields, manifest_end_lsn
-from pgdr.formats.codecs import age_identity, age_recipients, backup_codec
-from pgdr.formats.plain import check_or_fetch, codec_of, gathered
+from pgdr.formats.codecs import age_identity, backup_codec
+from pgdr.formats.plain import check_or_fetch, codec_of, stream_to_targets
 from pgdr.postgres.binaries import Toolset
-from pgdr.postgres.connect import client_environment, connect
-from pgdr.run import RunAs, child_environment, run, stream
+from pgdr.postgres.connect import connect
+from pgdr.run import RunAs, child_environment, run
 from pgdr.storage import Storage
-from pgdr.storage.fanout import FanoutUpload
 from pgdr.streams.decoder import decoded
 from pgdr.streams.encoder import Encoder
-from pgdr.streams.handoff import Handoff
 
 HINT_BASEBACKUP = ("check the server's log, that the superuser may open replication connections (pg_hba.conf), and "
                    "that the cluster has no tablespace besides pg_default (one tar goes to pgdr)")
@@ -95,28 +93,20 @@ def not_restorable(key: BackupKey) -> Refused:
 
 def _stream_base_backup(context: Context, pg_basebackup: str, storages: list[Storage], key: BackupKey
                         ) -> tuple[Encoder, int, PhysicalFacts]:
-    """pg_basebackup into every target's upload, followed by the tar scanner; committed only when pg_basebackup
-    exited 0 and the tar told where the backup sits in the WAL."""
-    codec = codec_of(key)
-    scanner, raw_size = TarScanner(), 0
+    """pg_basebackup into every target, followed by the tar scanner; committed only when pg_basebackup exited 0
+    and the tar told where the backup sits in the WAL."""
+    scanner, found = TarScanner(), []
     started, system_identifier = _server_clock(context)
-    with FanoutUpload(storages, key.key) as upload, Encoder(
-        upload.write, codec, context.settings.backup.compression_level, age_recipients(context, codec)
-    ) as encoder:
-        with client_environment(context.superuser_endpoint()) as environment, Handoff(
-            encoder.write, name="pgdr-compress"
-        ) as handoff, stream(
-            basebackup_argv(pg_basebackup, f"pgdr {key.key}"), stage="pg_basebackup", direction="read",
-            environment={**environment, "LC_MESSAGES": "C"}, hint=HINT_BASEBACKUP, exit_code=ExitCode.BACKUP_FAILED,
-        ) as base_backup, context.output.progress("Copying the data directory") as progress:
-            for chunk in gathered(base_backup):
-                raw_size += len(chunk)
-                progress.advance(len(chunk))
-                handoff.put(chunk)
-                scanner.feed(chunk)
+
+    def before_commit() -> None:
         stopped, _ = _server_clock(context)
-        physical = physical_facts(scanner, started, stopped, system_identifier)
-    return encoder, raw_size, physical
+        found.append(physical_facts(scanner, started, stopped, system_identifier))
+
+    encoder, raw_size = stream_to_targets(
+        context, storages, key, basebackup_argv(pg_basebackup, f"pgdr {key.key}"), "pg_basebackup", HINT_BASEBACKUP,
+        lambda environment: {**environment, "LC_MESSAGES": "C"}, scanner.feed, before_commit,
+        "Copying the data directory")
+    return encoder, raw_size, found[0]
 
 
 def _server_clock(context: Context) -> tuple[datetime, str]:

@@ -116,32 +116,51 @@ class PlainFormat:
 
 def _stream_dump(context: Context, pg_dumpall: str, storages: list[Storage], key: BackupKey
                  ) -> tuple[Encoder, int, DumpScanner]:
-    """Run the dump into every target's upload; commit them only when every stage succeeded.
+    """The dump into every target, read by the psql-exact lexer on the way; committed only when pg_dumpall exited
+    0 and the dump is complete and holds no password (_check_dump)."""
+    scanner = DumpScanner()
 
-    This thread reads and scans the dump while a worker thread encodes and writes the chunks read before
+    def before_commit() -> None:
+        scanner.finish()
+        _check_dump(context, scanner)
+
+    encoder, raw_size = stream_to_targets(
+        context, storages, key, dump_argv(pg_dumpall), "pg_dumpall", "check the server's log and `pgdr status`",
+        dump_environment, scanner.feed, before_commit, "Dumping")
+    return encoder, raw_size, scanner
+
+
+def stream_to_targets(context: Context, storages: list[Storage], key: BackupKey, argv: list[str], stage: str,
+                      hint: str, environment_of: Callable[[dict[str, str]], dict[str, str]],
+                      feed: Callable[[bytes], None], before_commit: Callable[[], None], label: str
+                      ) -> tuple[Encoder, int]:
+    """argv's stdout (a client of the server) encoded once into every target's upload; `feed` reads each raw
+    chunk; the uploads are committed only when argv exited 0 and `before_commit` returned.
+
+    This thread reads and feeds while a worker thread encodes and writes the chunks read before
     (pgdr.streams.handoff), so the two overlap instead of taking turns. The worker's failure (a full disk) comes
-    back here with its type at the next chunk, which stops the dump. Once the handoff is closed the worker has
+    back here with its type at the next chunk, which stops the process. Once the handoff is closed the worker has
     ended, and the encoder is finished on this thread.
     """
-    codec = codec_of(key)
-    scanner, raw_size = DumpScanner(), 0
+    codec, raw_size = codec_of(key), 0
     with FanoutUpload(storages, key.key) as upload, Encoder(
         upload.write, codec, context.settings.backup.compression_level, age_recipients(context, codec)
     ) as encoder:
         with client_environment(context.superuser_endpoint()) as environment, Handoff(
             encoder.write, name="pgdr-compress"
         ) as handoff, stream(
-            dump_argv(pg_dumpall), stage="pg_dumpall", direction="read", environment=dump_environment(environment),
-            hint="check the server's log and `pgdr status`", exit_code=ExitCode.BACKUP_FAILED,
-        ) as dump, context.output.progress("Dumping") as progress:
-            for chunk in gathered(dump):
+            argv, stage=stage, direction="read", environment=environment_of(environment), hint=hint,
+            exit_code=ExitCode.BACKUP_FAILED,
+        ) as process, context.output.progress(label) as progress:
+            for chunk in gathered(process):
                 raw_size += len(chunk)
                 progress.advance(len(chunk))
                 handoff.put(chunk)
-                scanner.feed(chunk)
-        scanner.finish()
-        _check_dump(context, scanner)
-    return encoder, raw_size, scanner
+                feed(chunk)
+        before_commit()
+    return encoder, raw_size
+
+
 def gathered(dump: Stream, size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """The dump in chunks of `size` bytes (the last one shorter). Once pgdr keeps up with pg_dumpall a read
     returns what the pipe holds, often the last 4 KiB pg_dump wrote; gathered, each chunk costs one handoff and one

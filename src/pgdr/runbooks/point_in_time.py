@@ -45,7 +45,6 @@ from pgdr.postgres.connect import connect
 from pgdr.preflight import major_of
 from pgdr.state import RestoreRecord, write_restore_record
 from pgdr.storage import Storage, open_storage
-from pgdr.streams.decoder import decoded
 from pgdr.wal.archive import (
     WAL_PREFIX,
     ArchiveListing,
@@ -54,11 +53,11 @@ from pgdr.wal.archive import (
     first_missing,
     mark_key,
     needed_segments,
-    parse_history,
     parse_lsn,
     timeline_path,
 )
 from pgdr.wal.fetch import HINT_GAP, WalFetcher
+from pgdr.wal.reading import read_histories
 from pgdr.wal.recovery import (
     RecoveryTarget,
     choose_base_backup,
@@ -145,20 +144,6 @@ def no_base_backup_message(records: list[BackupRecord], target: RecoveryTarget, 
     oldest = min(facts.stop_time for facts in usable)
     return (f"no base backup ends before {target.describe()}: the oldest in {storage.describe()} is consistent from "
             f"{oldest.isoformat(sep=' ')}")
-
-
-def read_histories(context: Context, storage: Storage, listing: ArchiveListing) -> dict[int, list[TimelineSwitch]]:
-    histories: dict[int, list[TimelineSwitch]] = {}
-    for name, stored in listing.histories.items():
-        identity = age_identity(context, stored.codec, f"WAL {stored.key}")
-        with storage.open_download(stored.key) as source, decoded(source, stored.codec, identity,
-                                                                   f"WAL {stored.key}") as chunks:
-            text = b"".join(chunks).decode("utf-8", "replace")
-        try:
-            histories[int(name[:8], 16)] = parse_history(text)
-        except ValueError as error:
-            raise IntegrityError(f"timeline history {stored.key} is unreadable: {error}", HINT_GAP) from None
-    return histories
 
 
 def refuse_gap(plan: Plan, storage: Storage) -> None:

@@ -261,6 +261,8 @@ def replay(context: Context, cluster: LocalCluster, storage: Storage, plan: Plan
         os.chown(signal_file, cluster.run_as.uid, cluster.run_as.gid)
     log_start = cluster.log_file.stat().st_size if cluster.log_file.exists() else 0
     settings = recovery_settings(plan.target, restore_command(fetch_dir, os.getpid()))
+    context.output.step(f"Replaying the WAL to {plan.target.describe()} ({len(plan.segments)} segments at most, read "
+                        f"ahead from {storage.describe()})")
     fetcher.start()
     try:
         cluster.start(wait=False, extra_settings=settings)

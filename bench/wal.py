@@ -138,9 +138,10 @@ def stream_under_load(project: Project, seconds: float, rpo: str) -> dict[str, o
                    check=True, capture_output=True)
     scratch = Path(tempfile.mkdtemp(prefix="pgdr-bench-wal-"))
     rusage = scratch / "rusage.json"
-    streamer = subprocess.Popen(project.argv("wal", "stream", rusage_file=rusage), cwd=project.root,
-                                env=project.environment({**PHYSICAL, "PGDR_WAL__RPO_OBJECTIVE": rpo}),
-                                stdout=open(scratch / "stream.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    with open(scratch / "stream.log", "wb") as stream_log:  # the child keeps its own copy of the descriptor
+        streamer = subprocess.Popen(project.argv("wal", "stream", rusage_file=rusage), cwd=project.root,
+                                    env=project.environment({**PHYSICAL, "PGDR_WAL__RPO_OBJECTIVE": rpo}),
+                                    stdout=stream_log, stderr=subprocess.STDOUT)
     sampler = StatusSampler(project)
     try:
         while not (project.backups / "wal" / "status.json").exists():

@@ -217,14 +217,24 @@ def test_a_drill_to_a_point_leaves_the_live_cluster_alone(streamed):
 
 
 
-def test_a_forged_base_backup_is_refused_and_the_live_cluster_stays(streamed):
+FORGED = {
+    "a member that climbs out": ([("PG_VERSION", b"15\n"), ("../../escaped", b"owned\n")],
+                                 "outside the data directory"),
+    "no backup_manifest to verify it by": ([("PG_VERSION", b"15\n"), ("global/pg_control", b"\0" * 64),
+                                            ("backup_label", b"START TIMELINE: 1\n")], "no backup_manifest"),
+}
+
+
+@pytest.mark.parametrize("forgery", list(FORGED), ids=list(FORGED))
+def test_a_forged_base_backup_is_refused_and_the_live_cluster_stays(streamed, forgery):
     """Whoever can write the backup dir replaces the base backup and fixes its manifest's size and sha256: the
-    extraction refuses the member that climbs out, and the live cluster comes back as it was."""
+    recovery refuses it (a member that climbs out; nothing to verify it by), and the live cluster comes back."""
     project, _ = streamed
+    members, refusal = FORGED[forgery]
     stored = next(path for path in project.backups.rglob("*.base.tar.gz"))
     hostile = io.BytesIO()
     with tarfile.open(fileobj=hostile, mode="w:gz") as writer:
-        for name, data in (("PG_VERSION", b"15\n"), ("../../escaped", b"owned\n")):
+        for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             writer.addfile(info, io.BytesIO(data))
@@ -235,7 +245,7 @@ def test_a_forged_base_backup_is_refused_and_the_live_cluster_stays(streamed):
     manifest_file.write_text(json.dumps(manifest))
     result = recover(project, "--clean")
     assert result.returncode == 9, result.stdout + result.stderr
-    assert "outside the data directory" in result.stderr
+    assert refusal in result.stderr
     assert not list(project.root.rglob("escaped")) and not list(project.root.parent.glob("escaped"))
     assert markers(project) == [0, 1, 2, 3, 4, 5, 6]
 

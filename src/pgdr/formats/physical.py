@@ -23,8 +23,16 @@ from pathlib import Path
 from pgdr.artifact import BackupFacts, BackupKey, Manifest, PhysicalFacts, Requirements, make_physical_key
 from pgdr.catalog import BackupRecord
 from pgdr.context import Context
-from pgdr.errors import BackupFailed, ExitCode, Refused
-from pgdr.formats.base_backup_tar import LABEL, MANIFEST, TarScanner, extract, label_fields, manifest_end_lsn
+from pgdr.errors import BackupFailed, ExitCode, IntegrityError, Refused
+from pgdr.formats.base_backup_tar import (
+    HINT_HOSTILE,
+    LABEL,
+    MANIFEST,
+    TarScanner,
+    extract,
+    label_fields,
+    manifest_end_lsn,
+)
 from pgdr.formats.codecs import age_identity, backup_codec
 from pgdr.formats.plain import check_or_fetch, codec_of, stream_to_targets
 from pgdr.postgres.binaries import Toolset
@@ -178,10 +186,9 @@ def _verify(context: Context, toolset: Toolset, folder: Path) -> None:
     """pg_verifybackup: every file against the backup's own manifest, and the WAL it holds parses up to the stop.
     The manifest then goes: it describes the backup, not the cluster that grows from it."""
     manifest = folder / MANIFEST
-    if not manifest.exists():
-        context.output.warn("the base backup has no backup_manifest (PostgreSQL 12 or older): not verified file by "
-                            "file")
-        return
+    if not manifest.is_file():  # pgdr writes physical backups only with one (PostgreSQL 13+): it was taken out
+        raise IntegrityError(f"the base backup has no {MANIFEST}: it cannot be verified file by file",
+                             HINT_HOSTILE)
     context.output.step("Verifying the data directory against its backup_manifest (pg_verifybackup)")
     run([toolset.path("pg_verifybackup"), "--quiet", str(folder)], stage="pg_verifybackup",
         environment=child_environment({"LC_MESSAGES": "C"}),

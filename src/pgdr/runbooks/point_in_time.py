@@ -296,7 +296,7 @@ def watch(context: Context, cluster: LocalCluster, fetcher: WalFetcher, log_star
         pid = cluster.postmaster_pid()
         if pid is None:
             if launched or time.monotonic() - started > 30:
-                raise fetcher.gap or stopped_error(cluster, log_start)
+                raise stopped_error(cluster, log_start, fetcher.gap)
         else:
             launched = True
             state = recovery_state(context)
@@ -320,10 +320,14 @@ def recovery_state(context: Context) -> tuple[bool, str, str] | None:
     return bool(row[0]), str(row[1] or ""), str(row[2] or "")
 
 
-def stopped_error(cluster: LocalCluster, log_start: int) -> PgdrError:
+def stopped_error(cluster: LocalCluster, log_start: int, gap: PgdrError | None = None) -> PgdrError:
+    """Why the server stopped, from its log. Short of its target behind a gap PostgreSQL's read-ahead asked for
+    (pgdr.wal.fetch), the gap is the cause; any other stop is reported as the log says."""
     log_text = read_log_since(cluster, log_start)
     last = last_transaction_time(log_text)
     if target_not_reached(log_text):
+        if gap is not None:
+            return gap
         return RestoreFailed(
             "the recovery target is past the end of the archived WAL: "
             + (f"the last transaction it holds committed at {last}" if last else "it holds no transaction after "

@@ -87,7 +87,10 @@ def switch_segments(project: Project, count: int, rows: int = 2000) -> list[str]
         for _ in range(count):
             connection.execute("INSERT INTO wal_filler (payload) SELECT md5(g::text) FROM generate_series(1, %s) g",
                                (rows,))
-            row = connection.execute("SELECT pg_walfile_name(pg_current_wal_lsn()), pg_switch_wal()").fetchone()
+            # the insert position: with synchronous_commit off pg_current_wal_lsn may still be in the segment before,
+            # one an earlier test already archived, and a wait for "the segment switched away from" would end at once
+            row = connection.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn()), pg_switch_wal()")\
+                .fetchone()
             names.append(str(row[0]))
     return names
 

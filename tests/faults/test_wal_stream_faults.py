@@ -95,7 +95,7 @@ def test_kill_9_mid_segment_then_a_restart_leaves_no_gap(wal_cluster: Project, w
         second.kill()
     assert "is active" not in second.output(), "the old receiver still held the slot"
     check_local_archive(wal_cluster, workdir / "decoded", during[-1])
-    assert spool_segments(spool) == []
+    assert spool_segments(spool) == [], second.output()
 
 
 def test_a_server_restart_under_the_streamer_loses_nothing(wal_cluster: Project, workdir: Path):

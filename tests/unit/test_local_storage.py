@@ -386,3 +386,45 @@ def test_a_commit_that_cannot_rename_is_a_storage_error_and_leaves_nothing(stora
     monkeypatch.undo()
     assert files_under(storage.root) == []
     assert storage.get_bytes(KEY) is None
+
+
+def test_a_file_deleted_while_the_folder_is_walked_is_left_out_not_an_error(tmp_path: Path) -> None:
+    """`pgdr wal stream` deletes a `.partial` key while `pgdr status` or `check` lists the archive: the listing
+    shows what is there, it does not fail on what just went."""
+
+    class RacingStorage(LocalStorage):
+        @staticmethod
+        def _files_under(folder: Path) -> Iterator[Path]:
+            walked = list(LocalStorage._files_under(folder))
+            next(path for path in walked if path.name.endswith(".partial.gz")).unlink()  # gone before its stat
+            yield from walked
+
+    storage = RacingStorage(tmp_path / "backups")
+    storage.put_bytes("wal/000000010000000000000001.gz", b"whole")
+    storage.put_bytes("wal/000000010000000000000002.partial.gz", b"growing")
+    assert [item.key for item in storage.list("wal/")] == ["wal/000000010000000000000001.gz"]
+
+
+def test_a_temporary_file_left_by_a_dead_process_with_our_pid_does_not_block_the_key(storage: LocalStorage) -> None:
+    """A container restarted after kill -9 mid-upload runs pgdr under the same pid: its upload must not fail
+    forever on the dead one's temporary file."""
+    first = storage.open_upload("wal/000000010000000000000003.gz")
+    first.write(b"half of it")  # then the process dies: nothing aborts or commits it
+    storage.put_bytes("wal/000000010000000000000003.gz", b"whole")
+    assert storage.get_bytes("wal/000000010000000000000003.gz") == b"whole"
+    assert not [path for path in storage.root.rglob(".*") if path.is_file()]
+
+
+def test_an_interrupt_during_the_commit_leaves_no_temporary_file(storage: LocalStorage,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    upload = storage.open_upload("20251116/postgres-all-20251116-095831.sql.gz")
+    upload.write(b"data")
+
+    def interrupted(descriptor: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        upload.commit()
+    monkeypatch.undo()
+    assert not [path for path in storage.root.rglob("*") if path.is_file()]

@@ -35,12 +35,22 @@ class LocalUpload(UploadContext):
         self.partial_path = final_path.with_name(f".{final_path.name}{PARTIAL_MARKER}{os.getpid()}")
         try:
             final_path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(self.partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            descriptor = self._create_partial()
         except OSError as error:
             raise _disk_error(error, final_path) from None
         self._file: BinaryIO | None = os.fdopen(descriptor, "wb")
         self._written = 0
         self._handed_to_disk = 0
+
+    def _create_partial(self) -> int:
+        """The temporary file, new. One left under this name was written by a process with this pid that died
+        mid-upload (a container restarted after kill -9 gets the same pid): nobody writes it any more."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            return os.open(self.partial_path, flags, 0o600)
+        except FileExistsError:
+            self.partial_path.unlink(missing_ok=True)
+            return os.open(self.partial_path, flags, 0o600)
 
     def write(self, data: bytes) -> None:
         assert self._file is not None
@@ -84,6 +94,9 @@ class LocalUpload(UploadContext):
         except OSError as error:
             self.abort()
             raise _disk_error(error, self.final_path) from None
+        except BaseException:  # Ctrl-C or SIGTERM during the fsync: no temporary file left behind
+            self.abort()
+            raise
 
     def abort(self) -> None:
         if self._file is not None:
@@ -131,7 +144,10 @@ class LocalStorage:
         for path in self._files_under(self.root / folder):
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):
-                info = path.stat()
+                try:
+                    info = path.stat()
+                except FileNotFoundError:  # deleted since it was walked (the streamer replacing a .partial): gone
+                    continue
                 objects.append(StoredObject(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC)))
         return sorted(objects, key=lambda item: item.key)
 

@@ -68,6 +68,7 @@ from pgdr.wal.replication import Sample, Sampler, ServerFacts, receiver_refusal
 POLL_SECONDS = 0.2
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+DRAIN_SECONDS = 20.0  # at most, on a clean stop, for the receiver to reach the server (_drain)
 STEADY_SECONDS = 30.0  # a receiver that ran this long starts its backoff again from BACKOFF_FIRST
 SETTLED_NS = 50_000_000  # a partial unchanged since this long before it was read was read whole
 READ_CHUNK = 1024 * 1024
@@ -307,15 +308,18 @@ class Streamer:
 
     def _drain(self) -> None:
         """Before a clean stop, let the receiver reach the position the server had when asked to stop: a stop right
-        after a commit (a switchover, a maintenance window) still leaves that commit in the archive. Bounded by two
-        of the receiver's report intervals; a receiver still behind then is said so and stopped anyway."""
+        after a commit (a switchover, a maintenance window) still leaves that commit in the archive. A receiver
+        still connecting gets the same time. Bounded by DRAIN_SECONDS (a service manager waits longer: systemd
+        90 s, the Compose example 2 min); a receiver still behind then is said so and stopped anyway."""
         first = self.sampler.sample() if self._receiver is not None else None
-        if first is None or first.receiver_lsn is None:
+        if first is None:
             return
-        deadline = time.monotonic() + 2 * status_interval(self.wal.rpo_objective) + 1
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + max(DRAIN_SECONDS, 2 * status_interval(self.wal.rpo_objective) + 1)
+        while time.monotonic() < deadline and self._receiver is not None and self._receiver.poll() is None:
             sample = self.sampler.sample()
-            if sample is None or sample.receiver_lsn is None or sample.receiver_lsn >= first.server_lsn:
+            if sample is None:  # the server is gone: what it wrote is what pg_receivewal has
+                return
+            if sample.receiver_lsn is not None and sample.receiver_lsn >= first.server_lsn:
                 return
             time.sleep(POLL_SECONDS / 4)
         self.output.warn(f"pg_receivewal had not received the WAL up to {format_lsn(first.server_lsn)} when it was "

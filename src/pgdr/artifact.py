@@ -228,6 +228,8 @@ class PhysicalFacts(BaseModel):
     stop_time: datetime
     system_identifier: str = ""
     wal_included: bool = False  # pg_basebackup -X fetch: restorable to stop_lsn without the archive
+    incremental_of: str | None = None  # the key of the base backup this one is an incremental of (PostgreSQL 17+)
+    backup_manifest_sha256: str | None = None  # of the copy of its backup_manifest kept beside it
 
 
 class BackupFacts(BaseModel):

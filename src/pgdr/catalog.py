@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -40,10 +41,13 @@ class BackupRecord:
 
 
 def suspicious_flags(records: list[BackupRecord], min_size: int) -> None:
-    """Flag backups smaller than min_size, or under half the size of the previous one (newest last)."""
+    """Flag backups smaller than min_size, or under half the size of the previous one (newest last). An
+    incremental base backup is small by design: it is neither flagged nor the size the next one is held to."""
     previous: BackupRecord | None = None
     for record in records:
         record.flags = []
+        if based_on(record) is not None:
+            continue
         if record.size < min_size:
             record.flags.append(f"smaller than min_size ({record.size} < {min_size} bytes)")
         if previous is not None and record.size * 2 < previous.size:
@@ -51,6 +55,30 @@ def suspicious_flags(records: list[BackupRecord], min_size: int) -> None:
         if record.manifest_error:
             record.flags.append(record.manifest_error)
         previous = record
+
+
+def based_on(record: BackupRecord) -> str | None:
+    """The key of the base backup `record` is an incremental of, None for a full one (or no manifest)."""
+    if record.manifest is None or record.manifest.physical is None:
+        return None
+    return record.manifest.physical.incremental_of
+
+
+def chain_of(record: BackupRecord, records: Mapping[str, BackupRecord]) -> list[BackupRecord] | None:
+    """The base backups a recovery from `record` extracts, the full one first and `record` last; None when one it
+    is based on is not in `records` (deleted, or its manifest lost)."""
+    chain = [record]
+    while (parent := based_on(chain[0])) is not None:
+        if parent not in records or len(chain) > len(records):  # the second: a forged loop of manifests
+            return None
+        chain.insert(0, records[parent])
+    return chain
+
+
+def complete_chains(records: list[BackupRecord]) -> list[BackupRecord]:
+    """The records a recovery can start from: full ones, and incrementals whose whole chain is there."""
+    by_key = {record.key.key: record for record in records}
+    return [record for record in records if chain_of(record, by_key) is not None]
 
 
 def read_manifest(storage: Storage, key: BackupKey) -> Manifest | None:

@@ -95,6 +95,12 @@ class BackupSettings(Section):
                              "(parallel); physical: a pg_basebackup base backup, for point-in-time recovery with "
                              "the WAL archive of `pgdr wal stream`"
     )
+    incremental: bool = Field(False, description="physical only, PostgreSQL 17+: a base backup after the first is "
+                                                 "incremental against the newest one (pg_basebackup --incremental; "
+                                                 "summarize_wal = on), combined by pg_combinebackup at recovery; a "
+                                                 "full one is taken, and the reason said, when it cannot be")
+    max_incrementals: int = Field(6, ge=1, description="with incremental: incrementals in a row before the next base "
+                                                       "backup is full again (a chain is kept, and read, whole)")
     jobs: int = Field(0, ge=0, description="parallel jobs: split dumps, pg_restore --jobs, databases restored at "
                                            "a time; 0: CPU cores")
     encryption: Literal["none", "age"] = Field("none", description="age: encrypt backups at rest to age_recipients "

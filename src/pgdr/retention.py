@@ -32,6 +32,7 @@ class Candidate:
     created: datetime
     verified: bool
     safety: bool = False
+    based_on: str | None = None  # an incremental base backup: the key of the one it needs (pgdr.formats.incremental)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,14 @@ def delete_reason(candidate: Candidate, policy: Policy) -> str:
             f"{policy.keep_weekly} weeks or {policy.keep_monthly} months with backups")
 
 
+def keep_chains(ordered: list[Candidate], reasons: dict[str, list[str]]) -> None:
+    """A kept incremental keeps the base backup it is based on, and so on down its chain (newest first: a parent
+    is older than its child, so it is reached after it)."""
+    for candidate in ordered:
+        if reasons[candidate.key] and candidate.based_on in reasons:
+            reasons[candidate.based_on].append(f"incremental {candidate.key} is based on it")
+
+
 def select(candidates: Iterable[Candidate], policy: Policy, protected: Collection[str] = (),
            pinned: Mapping[str, str] | None = None) -> Selection:
     """Split backups into keep and delete (both newest first), each decision with its reasons. protected: keys a
@@ -145,6 +154,7 @@ def select(candidates: Iterable[Candidate], policy: Policy, protected: Collectio
     for key, reason in (pinned or {}).items():
         if key in reasons:
             reasons[key].append(reason)
+    keep_chains(ordered, reasons)
     selection = Selection([], [])
     for candidate in ordered:
         if reasons[candidate.key]:

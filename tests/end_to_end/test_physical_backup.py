@@ -6,20 +6,24 @@ backup_manifest hold. A pg_basebackup that dies midway leaves nothing a recovery
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import subprocess
 import tarfile
 from pathlib import Path
 
-from end_to_end.e2e_helpers import fake_bin_dir, real_bin_dir
+import pytest
+
+from end_to_end.e2e_helpers import fake_bin_dir, real_bin_dir, server_major
 from harness import Project
 
 PHYSICAL = {"PGDR_BACKUP__FORMAT": "physical"}
 
 
 def only_backup(project: Project) -> Path:
-    found = [path for path in project.backups.rglob("*.base.tar*") if not path.name.endswith(".manifest.json")]
+    found = [path for path in project.backups.rglob("*.base.tar*")
+             if not path.name.endswith((".manifest.json", ".backup_manifest"))]
     assert len(found) == 1, found
     return found[0]
 
@@ -41,6 +45,9 @@ def test_a_base_backup_is_what_postgresql_tools_read_and_its_manifest_says_where
     assert f"START TIMELINE: {facts['timeline']}\n" in label
     wal_ranges = json.loads((extracted / "backup_manifest").read_text())["WAL-Ranges"]
     assert wal_ranges[-1]["End-LSN"] == facts["stop_lsn"]
+    kept_copy = gzip.decompress(Path(str(stored) + ".backup_manifest").read_bytes())  # for the next incremental
+    assert kept_copy == (extracted / "backup_manifest").read_bytes()
+    assert facts["backup_manifest_sha256"] == hashlib.sha256(kept_copy).hexdigest()
     verified = subprocess.run([str(real_bin_dir() / "pg_verifybackup"), str(extracted)], capture_output=True,
                               text=True)
     assert verified.returncode == 0, verified.stderr
@@ -48,6 +55,18 @@ def test_a_base_backup_is_what_postgresql_tools_read_and_its_manifest_says_where
         identifier = connection.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
     assert facts["system_identifier"] == identifier and facts["wal_included"] is True
     assert facts["start_time"] <= facts["stop_time"] <= manifest["finished_at"]
+
+
+def test_incremental_on_a_server_older_than_17_takes_a_full_base_backup_and_says_why(running_project):
+    project = running_project
+    major = server_major(project)
+    if major >= 17:
+        pytest.skip(f"the system's PostgreSQL is {major}: this test needs one older than 17")
+    result = project.ok("backup", env={**PHYSICAL, "PGDR_BACKUP__INCREMENTAL": "true"})
+    assert f"backup.incremental needs PostgreSQL 17 or newer (the server is {major}): taking a full base backup" \
+        in result.stdout + result.stderr
+    manifest = json.loads(Path(str(only_backup(project)) + ".manifest.json").read_text())
+    assert manifest["physical"]["incremental_of"] is None
 
 
 def test_restore_refuses_a_base_backup_and_names_the_recovery(running_project):

@@ -55,6 +55,22 @@ def test_the_scanner_finds_label_and_manifest_end_in_any_chunking(padding, cuts,
     assert manifest_end_lsn(bytes(scanner.manifest_tail)) == "0/2000100"
 
 
+@settings(max_examples=30)
+@given(cuts=st.lists(st.integers(0, 200_000), max_size=12))
+def test_the_manifest_sink_sees_the_whole_backup_manifest_in_any_chunking(cuts):
+    """What the next incremental base backup is taken against: every byte of backup_manifest, nothing else."""
+    whole = b"".join(b'{ "Path": "base/1/%d", "Size": 8192 },\n' % number for number in range(4000)) + MANIFEST_TEXT
+    data = archive({"backup_label": LABEL_TEXT, "base/1/1259": b"\1" * 9000, "backup_manifest": whole})
+    pieces: list[bytes] = []
+    scanner = TarScanner(pieces.append)
+    start = 0
+    for cut in sorted({min(cut, len(data)) for cut in cuts}):
+        scanner.feed(data[start:cut])
+        start = cut
+    scanner.feed(data[start:])
+    assert b"".join(pieces) == whole
+
+
 def test_a_cut_short_archive_has_not_ended():
     data = archive({"backup_label": LABEL_TEXT, "PG_VERSION": b"15\n"})
     inside_the_last_member = 3 * 512 + 2  # label header and data, PG_VERSION's header, two of its bytes

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from pgdr.artifact import BackupKey, Manifest, StoredPart, make_key, make_split_key, parse_key
-from pgdr.catalog import BackupRecord, find, latest, list_backups, suspicious_flags
+from pgdr.artifact import (
+    BackupKey,
+    Manifest,
+    PhysicalFacts,
+    StoredPart,
+    make_key,
+    make_physical_key,
+    make_split_key,
+    parse_key,
+)
+from pgdr.catalog import BackupRecord, chain_of, complete_chains, find, latest, list_backups, suspicious_flags
 from pgdr.errors import StorageError, UsageError
 from pgdr.storage.local import LocalStorage
 
@@ -240,3 +249,47 @@ def test_a_split_backup_is_listed_through_its_manifest_with_the_size_of_its_part
     assert found.key == key and found.verified
     assert found.size == 2100
     assert found.as_json()["format"] == "split"
+
+
+# --- chains of incremental base backups -------------------------------------------------------------------------
+
+def base_backup(hours: int, size: int = 10_000, incremental_of: BackupRecord | None = None) -> BackupRecord:
+    key = make_physical_key(T0 + timedelta(hours=hours), "gzip")
+    facts = PhysicalFacts(timeline=1, start_lsn="0/2000028", stop_lsn="0/2000100", start_time=T0, stop_time=T0,
+                          incremental_of=incremental_of.key.key if incremental_of else None)
+    return BackupRecord(key, size, T0, "local", manifest=Manifest.model_construct(physical=facts))
+
+
+def test_a_chain_runs_from_the_full_base_backup_to_the_incremental() -> None:
+    full = base_backup(0)
+    first = base_backup(1, incremental_of=full)
+    second = base_backup(2, incremental_of=first)
+    records = {record.key.key: record for record in (full, first, second)}
+    assert chain_of(second, records) == [full, first, second]
+    assert chain_of(full, records) == [full]
+
+
+def test_an_incremental_whose_base_is_gone_starts_no_recovery() -> None:
+    full = base_backup(0)
+    first = base_backup(1, incremental_of=full)
+    second = base_backup(2, incremental_of=first)
+    other = base_backup(3)
+    assert complete_chains([full, second, other]) == [full, other]
+    assert chain_of(second, {record.key.key: record for record in (full, second)}) is None
+
+
+def test_forged_manifests_that_make_a_loop_are_no_chain() -> None:
+    first, second = base_backup(1), base_backup(2)
+    first.manifest.physical.incremental_of = second.key.key  # type: ignore[union-attr]
+    second.manifest.physical.incremental_of = first.key.key  # type: ignore[union-attr]
+    assert chain_of(second, {record.key.key: record for record in (first, second)}) is None
+
+
+def test_an_incremental_is_small_by_design_and_not_the_size_the_next_full_one_is_held_to() -> None:
+    full = base_backup(0, size=10_000)
+    small = base_backup(1, size=100, incremental_of=full)
+    shrunk_full = base_backup(2, size=4_000)
+    records = [full, small, shrunk_full]
+    suspicious_flags(records, min_size=1000)
+    assert small.flags == []
+    assert shrunk_full.flags == ["under half the previous backup (4000 vs 10000 bytes)"]  # the full one before

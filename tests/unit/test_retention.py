@@ -208,3 +208,24 @@ def test_a_pinned_safety_backup_is_kept_beyond_keep_safety_with_its_reason():
     [kept] = [d for d in selection.keep if d.key == oldest]
     assert kept.reasons == ["the state from before the incomplete restore"]
     assert len(selection.delete) == 3
+
+
+def test_a_kept_incremental_keeps_its_whole_chain_and_says_why() -> None:
+    full, first, second, other = (candidate(EPOCH + timedelta(days=day)) for day in (0, 1, 2, 3))
+    first = Candidate(first.key, first.created, True, based_on=full.key)
+    second = Candidate(second.key, second.created, True, based_on=first.key)
+    newest = Candidate(other.key, other.created, True, based_on=second.key)
+    selection = select([full, first, second, newest], Policy(keep_last=1, keep_daily=0, keep_weekly=0,
+                                                             keep_monthly=0))
+    reasons = {decision.key: decision.reasons for decision in selection.keep}
+    assert set(reasons) == {full.key, first.key, second.key, newest.key}
+    assert reasons[full.key] == [f"incremental {first.key} is based on it"]
+    assert selection.delete == []
+
+
+def test_a_chain_no_kept_backup_needs_is_deleted_whole() -> None:
+    full, first, newest_full = (candidate(EPOCH + timedelta(days=day)) for day in (0, 1, 2))
+    first = Candidate(first.key, first.created, True, based_on=full.key)
+    selection = select([full, first, newest_full], Policy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))
+    assert [decision.key for decision in selection.keep] == [newest_full.key]
+    assert {decision.key for decision in selection.delete} == {full.key, first.key}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pgdr.artifact import MANIFEST_SUFFIX, is_backup_key, parse_key
-from pgdr.catalog import list_backups
+from pgdr.catalog import based_on, list_backups
 from pgdr.context import Context
 from pgdr.drill_lock import read_by_drills
 from pgdr.errors import ConfigError, Refused
@@ -91,7 +91,7 @@ def plan(context: Context, target: str, now: datetime | None = None) -> PrunePla
     storage = open_storage(context.settings, target, context.output.warn)
     objects = storage.list()  # every object: the orphan manifests are found among them
     records = list_backups(storage, context.settings.backup.min_size, include_safety=True)
-    candidates = [Candidate(record.key.key, record.key.created, record.verified, record.key.safety)
+    candidates = [Candidate(record.key.key, record.key.created, record.verified, record.key.safety, based_on(record))
                   for record in records]
     protected = read_by_drills(objects, now or datetime.now(UTC), retention.drill_lock_max_age)
     pending = pending_safety_backup(context.settings.state_dir)

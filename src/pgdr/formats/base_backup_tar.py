@@ -17,7 +17,7 @@ import errno
 import os
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from pgdr.errors import IntegrityError, RestoreFailed
@@ -36,7 +36,9 @@ class TarScanner:
     """Follows a tar stream chunk by chunk: member headers are parsed, member data skipped except the label's
     and the manifest's end. `ended` once the end-of-archive block was seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, manifest_sink: Callable[[bytes], object] | None = None) -> None:
+        """manifest_sink: sees backup_manifest whole, piece by piece (kept for the next incremental)."""
+        self.manifest_sink = manifest_sink
         self.label = bytearray()
         self.manifest_tail = bytearray()
         self.members = 0
@@ -66,6 +68,8 @@ class TarScanner:
         elif self._member == MANIFEST:
             self.manifest_tail += data
             del self.manifest_tail[:-MANIFEST_TAIL]
+            if self.manifest_sink is not None:
+                self.manifest_sink(bytes(data))
         self._data_left -= taken
         return view[taken:]
 

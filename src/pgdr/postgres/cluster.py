@@ -235,6 +235,8 @@ class LocalCluster:
             "max_wal_senders": 10,
             "max_replication_slots": 10,
         }
+        if self.tools().major >= 17:  # WAL summaries, for incremental base backups (backup.incremental)
+            values["summarize_wal"] = "on"
         values.update(self.settings.settings)
         values.update(extra or {})
         target = self.data_dir / "pgdr.conf"

@@ -2,15 +2,16 @@
 a base backup plus the WAL archive, replayed by PostgreSQL to the moment asked for.
 
 In order, and what each step leaves behind if it fails:
-1. read the target's storage: the newest physical base backup that ends before the target, the WAL archive's
-   listing and its timeline histories; with no target (all the WAL there is), a gap in the archive is refused
-   here, before anything is touched;
-2. check the base backup against its manifest (every byte, through the codec stack);
+1. read the target's storage: the newest physical base backup that ends before the target (an incremental only
+   with its whole chain, pgdr.formats.incremental), the WAL archive's listing and its timeline histories; with
+   no target (all the WAL there is), a gap in the archive is refused here, before anything is touched;
+2. check the base backup (each of its chain) against its manifest (every byte, through the codec stack);
 3. stop the managed cluster and move its data directory aside (`<data_dir>.before-recover-<time>`), never
    deleting it: from here on, a failure puts it back;
-4. extract the base backup into an empty data directory (pgdr.formats.physical: hostile archives refused),
-   and start the server in archive recovery: its restore_command asks pgdr.wal.fetch, which serves segments
-   read ahead and stops the server at a gap or a corrupt segment rather than let it open early;
+4. extract the base backup into an empty data directory (pgdr.formats.physical: hostile archives refused; a
+   chain each apart, then pg_combinebackup), and start the server in archive recovery: its restore_command asks
+   pgdr.wal.fetch, which serves segments read ahead and stops the server at a gap or a corrupt segment rather
+   than let it open early;
 5. watch the replay until the server promotes (the target reached) or stops: "recovery ended before configured
    recovery target was reached" becomes an error naming the last transaction the archive holds;
 6. with no target, check the server replayed up to the newest archived segment;
@@ -33,12 +34,12 @@ from pathlib import Path
 import psycopg
 
 from pgdr.artifact import Manifest
-from pgdr.catalog import BackupRecord, list_backups
+from pgdr.catalog import BackupRecord, chain_of, complete_chains, list_backups
 from pgdr.context import Context
 from pgdr.errors import ClusterError, IntegrityError, PgdrError, Refused, RestoreFailed, StorageError
 from pgdr.formats.choice import of_key
 from pgdr.formats.codecs import age_identity
-from pgdr.formats.physical import extract_base_backup
+from pgdr.formats.physical import extract_chain
 from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.cluster import LocalCluster
 from pgdr.postgres.connect import connect
@@ -80,6 +81,7 @@ class Plan:
     listing: ArchiveListing
     segments: list[Segment]
     target: RecoveryTarget
+    chain: list[BackupRecord]  # the base backups extracted: the full one first, `record` last
 
     @property
     def newest(self) -> Segment | None:
@@ -89,7 +91,7 @@ class Plan:
 def plan_recovery(context: Context, storage: Storage, target: RecoveryTarget) -> Plan:
     """Step 1: everything that can refuse the recovery, read before the server is touched."""
     records = [record for record in list_backups(storage, 0) if record.key.format == "physical"]
-    manifests = {record.manifest.key: record for record in records if record.manifest is not None}
+    manifests = {record.manifest.key: record for record in complete_chains(records) if record.manifest is not None}
     if target.kind == "name":
         target = with_mark_lsn(storage, target)
     listing = ArchiveListing.of(storage.list(WAL_PREFIX))
@@ -109,7 +111,10 @@ def plan_recovery(context: Context, storage: Storage, target: RecoveryTarget) ->
             if Segment.from_name(name).timeline == timeline]
     end = max(ends) if ends else Segment.of_lsn(parse_lsn(facts.stop_lsn), facts.timeline)
     segments = needed_segments(parse_lsn(facts.start_lsn), facts.timeline, path, end)
-    plan = Plan(manifests[manifest.key], manifest, listing, segments, target)
+    record = manifests[manifest.key]
+    chain = chain_of(record, {record.key.key: record for record in records})
+    assert chain is not None  # complete_chains kept only those
+    plan = Plan(record, manifest, listing, segments, target, chain)
     if target.kind == "end":
         refuse_gap(plan, storage)
     return plan
@@ -141,6 +146,10 @@ def no_base_backup_message(records: list[BackupRecord], target: RecoveryTarget, 
               if record.manifest is not None and record.manifest.physical is not None]
     if not usable:
         return f"no physical base backup in {storage.describe()}: point-in-time recovery starts from one"
+    broken = [record for record in records if record not in complete_chains(records)]
+    if broken:
+        return (f"no base backup ends before {target.describe()} with its whole chain in {storage.describe()}: "
+                f"{broken[-1].key} is an incremental of a base backup that is gone")
     oldest = min(facts.stop_time for facts in usable)
     return (f"no base backup ends before {target.describe()}: the oldest in {storage.describe()} is consistent from "
             f"{oldest.isoformat(sep=' ')}")
@@ -177,12 +186,13 @@ def recover_to_point(context: Context, source: str, target: RecoveryTarget, clea
     plan = plan_recovery(context, storage, target)
     facts = plan.manifest.physical
     assert facts is not None
-    context.output.step(f"Recovering to {plan.target.describe()} from base backup {plan.record.key} "
+    chained = f", an incremental on {len(plan.chain) - 1} more" if len(plan.chain) > 1 else ""
+    context.output.step(f"Recovering to {plan.target.describe()} from base backup {plan.record.key}{chained} "
                         f"({len(plan.segments)} WAL segments at most, from {source})")
     toolset = installation_for(cluster, plan)
-    checked = of_key(plan.record.key).check(context, storage, plan.record, toolset)
+    checked = [(of_key(link.key).check(context, storage, link, toolset), link) for link in plan.chain]
     with data_directory_set_aside(cluster, context) as aside:
-        extract_base_backup(context, toolset, checked, plan.record, cluster.data_dir, cluster.run_as)
+        extract_chain(context, toolset, checked, cluster.data_dir, cluster.run_as)
         replay(context, cluster, storage, plan)
     if aside is not None:
         context.output.info(f"   removed the data directory set aside ({aside})")
@@ -207,6 +217,8 @@ def installation_for(cluster: LocalCluster, plan: Plan) -> Toolset:
                       f"cluster's binaries are PostgreSQL {toolset.major}",
                       f"set postgres.bin_dir to a PostgreSQL {major} installation for the recovery; upgrade after it "
                       "(docs/UPGRADE.md)")
+    if len(plan.chain) > 1:
+        toolset.path("pg_combinebackup")  # PostgreSQL 17+: missing, refused before anything is touched
     return toolset
 
 

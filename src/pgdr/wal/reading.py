@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from pgdr.catalog import BackupRecord, list_backups
+from pgdr.catalog import BackupRecord, complete_chains, list_backups
 from pgdr.context import Context
 from pgdr.errors import IntegrityError, PgdrError
 from pgdr.formats.codecs import age_identity
@@ -80,8 +80,9 @@ def read_histories(context: Context, storage: Storage, listing: ArchiveListing) 
 
 
 def base_backups(records: list[BackupRecord]) -> list[BaseBackup]:
-    """The physical base backups with a manifest (without one, where it starts in the WAL is not known)."""
-    return [BaseBackup.of(record.key.key, record.manifest.physical) for record in records
+    """The physical base backups a recovery can start from: with a manifest (without one, where it starts in the
+    WAL is not known), and an incremental only with its whole chain."""
+    return [BaseBackup.of(record.key.key, record.manifest.physical) for record in complete_chains(records)
             if record.manifest is not None and record.manifest.physical is not None]
 
 

@@ -1,14 +1,16 @@
 """Point-in-time recovery measured (issue 15): base backups, the WAL stream under load, a recovery timed apart.
 
-    python3 bench/wal.py --size 200MB --load-seconds 60 --rpo 5s --rounds 3    # about 6 minutes on 2 cores
-    python3 bench/wal.py --size 1GB --load-seconds 120 --rounds 3               # about 20 minutes
+    python3 bench/wal.py --size 200MB --wal-size 300MB --rounds 1    # a quick look, about 4 minutes on 2 cores
+    python3 bench/wal.py --size 1GB --wal-size 1GB --rounds 3        # the issue's figures
 
 In one run, on one local-mode pgdr project filled by generate.py:
 1. **Base backup**, rounds interleaved: raw `pg_basebackup -Ft -D - -X fetch --checkpoint=fast > /dev/null` (the
    reference) against `pgdr backup` with `backup.format = "physical"` (gzip), wall time, CPU and peak RSS, ratio.
 2. **The stream under load**: `pgdr wal stream` (under rusage_run.py) while pgbench writes at full speed on every
-   core for --load-seconds. Every second: the server's WAL position and the local target's wal/status.json, so
-   the WAL generated (MB/s) against what was stored, and the RPO (now - caught_up_at) p50/p99/max against
+   core for --load-seconds (synchronous_commit off: no commit waits for the disk), then while bulk INSERTs write
+   WAL as fast as one session can until --wal-size of WAL was written in all (the WAL step 3 replays). Every
+   second: the server's WAL position and the local target's wal/status.json; per load the WAL generated (MB/s),
+   how long storage took to hold all of it after, and the RPO (now - caught_up_at) p50/p99/max against
    wal.rpo_objective; then the streamer's CPU and peak RSS.
 3. **Recovery** of everything (`pgdr recover --clean`, no target): the base backup checked, extracted, verified,
    then the WAL written under load replayed, each phase timed from pgdr's own step lines.
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from measure import Result, Stage, run_pipeline
 
 SERVER = "postgres (server)"
 PHYSICAL = {"PGDR_BACKUP__FORMAT": "physical"}
+FULL_SPEED = "-c synchronous_commit=off"  # commits do not wait for the disk: the WAL comes as fast as 2 cores write it
 
 
 def log(message: str) -> None:
@@ -132,7 +136,9 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def stream_under_load(project: Project, seconds: float, rpo: str) -> dict[str, object]:
+def stream_under_load(project: Project, seconds: float, rpo: str, wal_size: int) -> dict[str, object]:
+    """pgbench for `seconds`, then bulk INSERTs until `wal_size` bytes of WAL were written in all: each load's
+    WAL rate against what storage held, and the RPO under each."""
     environment = client_env(project)
     subprocess.run([str(project.bin_dir / "pgbench"), "-i", "-q", "-s", "20", "postgres"], env=environment,
                    check=True, capture_output=True)
@@ -143,33 +149,55 @@ def stream_under_load(project: Project, seconds: float, rpo: str) -> dict[str, o
                                     env=project.environment({**PHYSICAL, "PGDR_WAL__RPO_OBJECTIVE": rpo}),
                                     stdout=stream_log, stderr=subprocess.STDOUT)
     sampler = StatusSampler(project)
+    loads: dict[str, dict[str, object]] = {}
     try:
         while not (project.backups / "wal" / "status.json").exists():
             if streamer.poll() is not None:
                 raise SetupFailed("pgdr wal stream ended:\n" + (scratch / "stream.log").read_text())
             time.sleep(0.2)
         sampler.start()
-        start_lsn, started = server_lsn(project), time.monotonic()
+        first_lsn = server_lsn(project)
         cores = str(os.cpu_count() or 2)
-        subprocess.run([str(project.bin_dir / "pgbench"), "-c", cores, "-j", cores, "-T", str(int(seconds)),
-                        "postgres"], env=environment, check=True, capture_output=True)
-        end_lsn, load_seconds = server_lsn(project), time.monotonic() - started
-        caught_up = _wait_stored(sampler, end_lsn, timeout=120)
+        loads["pgbench"] = timed_load(project, sampler, lambda: subprocess.run(
+            [str(project.bin_dir / "pgbench"), "-c", cores, "-j", cores, "-T", str(int(seconds)), "postgres"],
+            env={**environment, "PGOPTIONS": FULL_SPEED}, check=True, capture_output=True))
+        loads["bulk INSERT"] = timed_load(project, sampler, lambda: bulk_writes(project, first_lsn + wal_size))
+        wal_total = (server_lsn(project) - first_lsn) / 1e6
     finally:
         sampler.stop_event.set()
         streamer.send_signal(signal.SIGTERM)
         streamer.wait(timeout=180)
     usage = json.loads(rusage.read_text()) if rusage.exists() else {}
     shutil.rmtree(scratch, ignore_errors=True)
-    rpos = [sample[3] for sample in sampler.samples]
-    generated = (end_lsn - start_lsn) / 1e6
-    return {"load_seconds": round(load_seconds, 1), "wal_generated_mb": round(generated, 1),
-            "wal_mb_per_s": round(generated / load_seconds, 2), "caught_up_after_load_s": caught_up,
-            "rpo_p50_s": _quantile(rpos, 0.5), "rpo_p99_s": _quantile(rpos, 0.99),
-            "rpo_max_s": round(max(rpos), 1) if rpos else None, "rpo_objective": rpo,
+    return {"loads": loads, "wal_total_mb": round(wal_total, 1), "rpo_objective": rpo,
             "streamer_cpu_s": round(sum(usage.get("self", {}).get(key, 0) for key in ("cpu_user_s", "cpu_system_s"))
                                     + sum(usage.get("children", {}).values()), 1),
             "streamer_peak_rss_mb": round(usage.get("self", {}).get("peak_rss_kib", 0) / 1024, 1)}
+
+
+def timed_load(project: Project, sampler: StatusSampler, load: Callable[[], object]) -> dict[str, object]:
+    """One load: the WAL it made, how fast, how long storage took to hold it all after, the RPO meanwhile."""
+    start_lsn, started = server_lsn(project), time.monotonic()
+    load()
+    end_lsn, load_seconds = server_lsn(project), time.monotonic() - started
+    caught_up = _wait_stored(sampler, end_lsn, timeout=120)
+    rpos = [sample[3] for sample in sampler.samples if started <= sample[0] <= started + load_seconds]
+    generated = (end_lsn - start_lsn) / 1e6
+    return {"seconds": round(load_seconds, 1), "wal_generated_mb": round(generated, 1),
+            "wal_mb_per_s": round(generated / load_seconds, 2), "caught_up_after_load_s": caught_up,
+            "rpo_p50_s": _quantile(rpos, 0.5), "rpo_p99_s": _quantile(rpos, 0.99),
+            "rpo_max_s": round(max(rpos), 1) if rpos else None}
+
+
+def bulk_writes(project: Project, until_lsn: int) -> None:
+    """INSERTs of 100,000 rows, each its own transaction, until the server's WAL reaches `until_lsn`: WAL as fast
+    as one session writes it, and the WAL a recovery then replays."""
+    with project.target.connect() as connection:
+        connection.execute("SET synchronous_commit = off")
+        connection.execute("CREATE TABLE IF NOT EXISTS pgdr_bench_bulk (id bigint, filler text)")
+        while server_lsn(project) < until_lsn:
+            connection.execute("INSERT INTO pgdr_bench_bulk SELECT g, repeat(md5(g::text), 4) "
+                               "FROM generate_series(1, 100000) g")
 
 
 def _wait_stored(sampler: StatusSampler, lsn: int, timeout: float) -> float | None:
@@ -211,7 +239,7 @@ def summary(backups: dict[str, list[Result]], streamed: dict[str, object], recov
             for name, wall in medians.items()]
     return "\n".join([
         "| base backup | wall (median) | ratio | peak RSS |", "|---|---|---|---|", *rows, "",
-        f"stream under pgbench: {json.dumps(streamed)}", f"recovery: {json.dumps(recovered)}",
+        f"stream under load: {json.dumps(streamed)}", f"recovery: {json.dumps(recovered)}",
         f"base backup ratio pgdr / raw: {pgdr / raw:.2f}x"])
 
 
@@ -221,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--rpo", default="5s")
+    parser.add_argument("--wal-size", type=parse_size, default="1GB",
+                        help="WAL written in all (pgbench, then bulk INSERTs), which the recovery replays")
     parser.add_argument("--bin-dir", type=Path, default=None)
     parser.add_argument("--folder", type=Path, default=Path("/var/tmp/pgdr-bench-wal"))
     parser.add_argument("--output", type=Path, default=None)
@@ -237,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         generate(project.target, args.size, log=lambda message: None)
         log("Base backups")
         backups = base_backups(project, args.rounds)
-        log(f"The stream under pgbench for {args.load_seconds:.0f} s")
-        streamed = stream_under_load(project, args.load_seconds, args.rpo)
+        log(f"The stream under pgbench for {args.load_seconds:.0f} s, then bulk INSERTs up to "
+            f"{args.wal_size / 1e6:.0f} MB of WAL")
+        streamed = stream_under_load(project, args.load_seconds, args.rpo, args.wal_size)
         log("Recovery of everything")
         recovered = recovery(project)
     finally:

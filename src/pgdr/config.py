@@ -214,7 +214,7 @@ class RecoverySettings(Section):
 
 class WalSettings(Section):
     rpo_objective: float = Field(60.0, gt=0, description="pgdr wal stream keeps the WAL in storage no older than "
-                                 "this behind the server (it uploads the growing segment at this interval); pgdr "
+                                 "this behind the server (it stores the growing segment every half of it); pgdr "
                                  "check exits 15 when the archive is further behind (a duration: 5s, 1m)")
     slot: str = Field("pgdr", pattern=r"^[a-z0-9_]{1,63}$", description="physical replication slot pg_receivewal "
                       "streams from (created if missing): the server keeps the WAL until pgdr has it")

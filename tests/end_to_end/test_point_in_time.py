@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from end_to_end.e2e_helpers import newer_binaries
-from harness import Project
+from end_to_end.e2e_helpers import newer_binaries, real_bin_dir
+from harness import SUPERUSER_PASSWORD, Project
 from moto_fixtures import S3_PREFIX, aws_project
 from pgdr.wal.archive import parse_wal_key
 from sync_helpers import poll_until
@@ -110,6 +110,42 @@ def test_recover_to_a_time_gives_exactly_the_rows_committed_before_it(streamed):
     assert again.returncode == 0, again.stdout + again.stderr
     assert markers(project) == [0, 1, 2, 3, 4, 5, 6]
     assert not list(project.root.joinpath(".pgdr").glob("pgdata.before-recover-*")), "set-aside folder left"
+
+
+def test_recover_to_a_time_under_pgbench_load_gives_exactly_the_rows_committed_before_it(running_project):
+    """The markers commit while pgbench writes on every core: a T between two of them still gives exactly the
+    markers before it, and the recovered cluster holds the load's rows from before T."""
+    project, history = running_project, History()
+    pgbench = str(real_bin_dir() / "pgbench")
+    environment = {"PGHOST": "127.0.0.1", "PGPORT": str(project.port), "PGUSER": "postgres",
+                   "PGPASSWORD": SUPERUSER_PASSWORD, "PGDATABASE": "demo", "PATH": "/usr/bin:/bin"}
+    subprocess.run([pgbench, "-i", "-q", "-s", "1"], env=environment, check=True, capture_output=True)
+    commit_markers(project, range(0, 1), history)
+    streamer = start_streamer(project)
+    try:
+        project.ok("backup", env=STREAM_ENVIRONMENT)
+        load = subprocess.Popen([pgbench, "-c", "2", "-j", "2", "-T", "600"], env=environment,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            poll_until(lambda: history_rows(project) > 0)
+            commit_markers(project, range(1, 4), history, switch_after={2})
+            before = history_rows(project)
+            poll_until(lambda: history_rows(project) > before)
+            commit_markers(project, range(4, 7), history)
+        finally:
+            load.terminate()
+            load.wait(timeout=60)
+    finally:
+        stop_streamer(streamer)
+    result = recover(project, "--to", between(history, 3), "--clean")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert markers(project) == [0, 1, 2, 3]
+    assert history_rows(project) > 0
+
+
+def history_rows(project: Project) -> int:
+    with project.connect("demo") as connection:
+        return connection.execute("SELECT count(*) FROM pgbench_history").fetchone()[0]
 
 
 def test_a_target_past_the_end_is_an_error_naming_the_last_transaction_and_the_cluster_comes_back(streamed):

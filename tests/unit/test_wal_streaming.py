@@ -8,11 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from pgdr.config import WalSettings
 from pgdr.errors import AuthenticationFailed, IntegrityError, Refused, StorageError
 from pgdr.postgres.connect import Endpoint
-from pgdr.wal.archive import Segment, mark_key
-from pgdr.wal.replication import Sample, hba_line, receiver_refusal, role_problem, setting_problem
-from pgdr.wal.stream import SpoolFile, caught_up_at, partial_end, receive_argv, status_interval, upload_order
+from pgdr.storage.local import LocalStorage
+from pgdr.streams import Codec
+from pgdr.ui import Output
+from pgdr.wal.archive import STATUS_KEY, Segment, StreamStatus, mark_key, wal_key
+from pgdr.wal.replication import Sample, ServerFacts, hba_line, receiver_refusal, role_problem, setting_problem
+from pgdr.wal.stream import (
+    SpoolFile,
+    Streamer,
+    Target,
+    caught_up_at,
+    partial_end,
+    receive_argv,
+    received,
+    status_interval,
+    upload_order,
+)
 
 SERVER = Endpoint("db.example", 5432, "postgres")
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -46,6 +60,52 @@ def test_caught_up_is_the_newest_moment_whose_server_position_is_stored():
     assert caught_up_at(samples, 99) is None
     assert caught_up_at(samples, 200) == T0 + timedelta(seconds=1)
     assert caught_up_at(samples, 10_000) == T0 + timedelta(seconds=2)
+
+
+class ScriptedSampler:
+    """The server and the receiver as a list of samples, one per call."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+
+    def sample(self) -> Sample | None:
+        return self.samples.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_round_stores_the_partial_only_once_the_receiver_has_the_servers_position_of_its_sample(tmp_path):
+    """Storing what the receiver had reported at the round's sample left storage one round behind that sample
+    (caught up only by the next round): under load, between one and two objectives. The partial waits for the
+    receiver instead, and the status then says storage had everything the server had written at the sample."""
+    segment = Segment(1, 3)
+    spool, backups = tmp_path / "spool", tmp_path / "backups"
+    spool.mkdir()
+    (spool / (segment.name + ".partial")).write_bytes(b"\1" * 4096)
+    start = segment.start_lsn
+    sampler = ScriptedSampler([Sample(T0, start + 3000, 1, start + 1000),  # the round: receiver behind
+                               Sample(T0 + timedelta(seconds=0.2), start + 3500, 1, start + 2000),  # still behind
+                               Sample(T0 + timedelta(seconds=0.4), start + 3900, 1, start + 3100)])  # has it
+    target = Target("local", LocalStorage(backups))
+    settings = WalSettings(rpo_objective=60)  # the receiver is waited for up to 11 s: never reached here
+    streamer = Streamer(spool, settings, [target], Codec(), None, None, [], {}, sampler,  # type: ignore[arg-type]
+                        lambda: True, ServerFacts("7", segment.size, ""), Output(quiet=True))
+    partial_key = wal_key(segment.name, Codec(), partial=True)
+
+    streamer._round(final=False)
+    streamer._round(final=False)
+    assert not target.storage.exists(partial_key) and not target.storage.exists(STATUS_KEY)
+    streamer._round(final=False)
+    assert target.storage.exists(partial_key)
+    status = StreamStatus.from_json(target.storage.get_bytes(STATUS_KEY))
+    assert status.stored_lsn == "0/3000C1C" and status.caught_up_at == T0
+
+
+def test_a_receiver_that_reported_the_samples_position_or_none_at_all_is_not_waited_for():
+    assert received(Sample(T0, 300, 1, 300)) and received(Sample(T0, 300, 1, None))
+    assert not received(Sample(T0, 300, 1, 299))
+    assert received(Sample(T0, 400, 1, 310), position=300)
 
 
 def test_a_partial_counts_up_to_what_the_receiver_had_written_within_its_segment():

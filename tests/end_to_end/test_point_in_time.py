@@ -288,7 +288,8 @@ def test_a_forged_base_backup_is_refused_and_the_live_cluster_stays(streamed, fo
 
 def test_streaming_goes_on_on_the_new_timeline_after_a_recovery(streamed):
     """The recovered cluster forks a new timeline before the spool's newest WAL: the streamer must resume on it
-    (the old timeline's growing segment set aside), so the next mistake is recoverable too."""
+    (the old timeline's growing segment set aside), so the next mistake is recoverable too; and a point on the old
+    timeline after the fork stays recoverable (--timeline 1), which undoes the first recovery."""
     project, history = streamed
     assert recover(project, "--to", between(history, 3), "--clean").returncode == 0
     streamer = start_streamer(project)
@@ -304,3 +305,6 @@ def test_streaming_goes_on_on_the_new_timeline_after_a_recovery(streamed):
     again = recover(project, "--clean")  # all the WAL there is: along timeline 2, from the base backup on 1
     assert again.returncode == 0, again.stdout + again.stderr
     assert markers(project) == [0, 1, 2, 3, 10, 11]
+    back = recover(project, "--to", between(history, 5), "--timeline", "1", "--clean")  # the first recovery undone
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert markers(project) == [0, 1, 2, 3, 4, 5]

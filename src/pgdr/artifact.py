@@ -217,6 +217,19 @@ class StoredPart(BaseModel):
     sha256: str
 
 
+class RelationName(BaseModel):
+    """A table's file as the catalog named it: how `pgdr wal timeline` names a file the WAL changed (or dropped)."""
+
+    database_oid: int
+    database: str
+    tablespace: int
+    relfilenode: int
+    table_oid: int
+    schema_name: str
+    name: str
+    kind: str = "r"  # pg_class.relkind: r table, m materialized view, t TOAST table
+
+
 class PhysicalFacts(BaseModel):
     """Where a physical base backup sits in the WAL: recovery from it needs the WAL from start_lsn on, and it is
     consistent once stop_lsn is replayed (times as the server wrote them in backup_label and the stop record)."""
@@ -230,6 +243,7 @@ class PhysicalFacts(BaseModel):
     wal_included: bool = False  # pg_basebackup -X fetch: restorable to stop_lsn without the archive
     incremental_of: str | None = None  # the key of the base backup this one is an incremental of (PostgreSQL 17+)
     backup_manifest_sha256: str | None = None  # of the copy of its backup_manifest kept beside it
+    relations: list[RelationName] = Field(default_factory=list)  # the tables' files when it started (wal timeline)
 
 
 class BackupFacts(BaseModel):

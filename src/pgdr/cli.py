@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,7 +41,8 @@ app.add_typer(clean_app, name="clean")
 app.add_typer(secrets_app, name="secrets")
 schedule_app = typer.Typer(help="Run pgdr on a schedule: systemd timers or cron.", no_args_is_help=True)
 app.add_typer(schedule_app, name="schedule")
-wal_app = typer.Typer(help="The continuous WAL archive behind point-in-time recovery: stream it, mark a moment.",
+wal_app = typer.Typer(help="The continuous WAL archive behind point-in-time recovery: stream it, mark a moment, "
+                           "read who changed what.",
                       no_args_is_help=True)
 app.add_typer(wal_app, name="wal")
 
@@ -532,6 +533,72 @@ def wal_mark(ctx: typer.Context, name: Annotated[str, typer.Argument(
     made = mark(context, name)
     context.output.success(f"Restore point {made.name} at LSN {made.lsn} (timeline {made.timeline}), "
                            f"{made.time.isoformat(sep=' ')}")
+
+
+@wal_app.command("timeline")
+def wal_timeline(
+        ctx: typer.Context,
+        since: Annotated[str, typer.Option("--since", help="From this long ago (2h, 30m, 1d) or this moment "
+                                           "(\"2026-12-01 10:00:00+00\").")] = "24h",
+        until: Annotated[str | None, typer.Option("--until", help="Up to this long ago or this moment.")] = None,
+        table: Annotated[str | None, typer.Option("--table", help="Only transactions that changed this table "
+                                                  "(SCHEMA.NAME, or NAME in any schema).")] = None,
+        database: Annotated[str | None, typer.Option("--database", help="Only this database's.")] = None,
+        biggest: Annotated[int | None, typer.Option("--biggest", min=1, help="The N transactions that changed "
+                                                    "the most rows, biggest first (default: all, in time order).")]
+        = None,
+        source: SourceOption = "local", as_json: JsonOption = False) -> None:
+    """Committed transactions of the archived WAL that changed data, one line each: time, xid, database, and per
+    table the rows inserted, updated, deleted, TRUNCATE, DROP. Aborted transactions are left out.
+
+    Find the mistake, then recover to just before it:
+    `pgdr wal timeline --since 2h --table public.orders`, then `pgdr drill --to-xid XID` or
+    `pgdr recover --to-xid XID --clean`."""
+    from pgdr.actions.timeline import Filters, timeline
+    from pgdr.wal.names import Transaction
+
+    context = make_context(ctx, json_mode=as_json)
+    filters = Filters(since=_moment(since, "--since"), until=_moment(until, "--until") if until else None,
+                      table=table, database=database)
+    printed = [0]
+
+    def show(transaction: Transaction) -> None:
+        printed[0] += 1
+        if as_json:  # written as it comes: memory stays flat over any number of transactions
+            sys.stdout.write(("[\n" if printed[0] == 1 else ",\n") + redact(json.dumps(transaction.as_json())))
+            return
+        changes = "; ".join(printable(change.describe()) for change in transaction.changes)
+        context.output.info(f"{transaction.time:%Y-%m-%d %H:%M:%S} UTC  xid {transaction.xid}  "
+                            f"{printable(transaction.database)}  {changes}")
+
+    reading = timeline(context, source, filters, biggest, show)
+    if as_json:
+        sys.stdout.write("\n]\n" if reading.shown else "[]\n")
+    elif reading.shown:
+        context.output.info("   to undo one: `pgdr drill --to-xid XID` to look, `pgdr recover --to-xid XID --clean` "
+                            "to go back to just before it")
+    else:
+        context.output.info("no committed transaction changed data in that window")
+
+
+def printable(text: str) -> str:
+    """Names from the catalog as text on one line: control characters shown escaped, never sent to the terminal."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in text)
+
+
+def _moment(text: str, option: str) -> datetime:
+    """A duration ago (2h, 30m, 1d) or an ISO 8601 moment with its offset."""
+    from pgdr.periods import parse_period
+    from pgdr.wal.recovery import parse_target_time
+
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_period(text))
+    except (ValueError, TypeError):
+        pass
+    try:
+        return parse_target_time(text)
+    except UsageError as error:
+        raise UsageError(f"{option}: {error.message}", "e.g. 2h, 30m, 1d, or \"2026-12-01 10:00:00+00\"") from None
 
 
 def _terminate(signal_number: int, frame: object) -> None:

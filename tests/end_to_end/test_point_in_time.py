@@ -77,10 +77,9 @@ def between(history: History, marker: int) -> str:
     return history.committed_at[marker].isoformat(sep=" ")
 
 
-@pytest.fixture
-def streamed(running_project: Project) -> Iterator[tuple[Project, History]]:
+def archive_markers(project: Project) -> History:
     """A base backup, then markers 1..6 in three WAL segments (switches after 2 and 4), all archived."""
-    project, history = running_project, History()
+    history = History()
     commit_markers(project, range(0, 1), history)
     streamer = start_streamer(project)
     try:
@@ -88,7 +87,12 @@ def streamed(running_project: Project) -> Iterator[tuple[Project, History]]:
         commit_markers(project, range(1, 7), history, switch_after={2, 4})
     finally:
         stop_streamer(streamer)
-    yield project, history
+    return history
+
+
+@pytest.fixture
+def streamed(running_project: Project) -> Iterator[tuple[Project, History]]:
+    yield running_project, archive_markers(running_project)
 
 
 def recover(project: Project, *arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -326,12 +326,12 @@ class Streamer:
         after a commit (a switchover, a maintenance window) still leaves that commit in the archive. A receiver
         still connecting gets the same time. Bounded by DRAIN_SECONDS (a service manager waits longer: systemd
         90 s, the Compose example 2 min); a receiver still behind then is said so and stopped anyway."""
-        first = self.sampler.sample() if self._receiver is not None else None
+        first = self._sample() if self._receiver is not None else None
         if first is None:
             return
         deadline = time.monotonic() + max(DRAIN_SECONDS, 2 * status_interval(self.wal.rpo_objective) + 1)
         while time.monotonic() < deadline and self._receiver is not None and self._receiver.poll() is None:
-            sample = self.sampler.sample()
+            sample = self._sample()  # its receiver position is what the last partial is then stored up to
             if sample is None:  # the server is gone: what it wrote is what pg_receivewal has
                 return
             if sample.receiver_lsn is not None and sample.receiver_lsn >= first.server_lsn:

@@ -41,38 +41,32 @@ def counts(table: dict) -> tuple[int, int, int, bool, bool, bool]:
             table["dropped"])
 
 
+STEPS = [  # (name, statements of one transaction)
+    *[(f"load {number}", [f"INSERT INTO customers SELECT g, 'c' || g FROM generate_series({number * 10 + 1}, "
+                          f"{number * 10 + 10}) g", "INSERT INTO logs SELECT g FROM generate_series(1, 5) g"])
+      for number in range(3)],
+    ("delete", ["DELETE FROM orders WHERE id % 5 = 0"]),  # 20 of 100
+    ("truncate", ["TRUNCATE logs"]),
+    ("rewrite", ["ALTER TABLE orders ALTER COLUMN amount TYPE bigint"]),
+    ("update", ["UPDATE orders SET amount = amount + 1 WHERE id <= 3"]),
+    ("drop", ["DROP TABLE customers"]),
+]
+
+
 def accident(project: Project) -> dict[str, int]:
-    """The script; the xid of each step."""
+    """The script, a rolled-back insert after the delete; the xid of each step."""
     xids = {}
     with project.connect("demo") as connection:
-        for round_number in range(3):
+        for name, statements in STEPS:
             with connection.transaction():
-                xids[f"load {round_number}"] = xid_of(connection)
-                connection.execute("INSERT INTO customers SELECT g, 'c' || g FROM generate_series(%s::int, %s::int) g",
-                                   (round_number * 10 + 1, round_number * 10 + 10))
-                connection.execute("INSERT INTO logs SELECT g FROM generate_series(1, 5) g")
-        with connection.transaction():
-            xids["delete"] = xid_of(connection)
-            connection.execute("DELETE FROM orders WHERE id % 5 = 0")  # 20 of 100
-        try:
-            with connection.transaction():
+                xids[name] = xid_of(connection)
+                for statement in statements:
+                    connection.execute(statement)
+            if name == "delete":
+                connection.execute("BEGIN")
                 xids["rolled back"] = xid_of(connection)
                 connection.execute("INSERT INTO orders VALUES (1000, 1)")
-                raise RuntimeError("roll back")
-        except RuntimeError:
-            pass
-        with connection.transaction():
-            xids["truncate"] = xid_of(connection)
-            connection.execute("TRUNCATE logs")
-        with connection.transaction():
-            xids["rewrite"] = xid_of(connection)
-            connection.execute("ALTER TABLE orders ALTER COLUMN amount TYPE bigint")
-        with connection.transaction():
-            xids["update"] = xid_of(connection)
-            connection.execute("UPDATE orders SET amount = amount + 1 WHERE id <= 3")
-        with connection.transaction():
-            xids["drop"] = xid_of(connection)
-            connection.execute("DROP TABLE customers")
+                connection.execute("ROLLBACK")
     return xids
 
 

@@ -136,23 +136,7 @@ class WalFetcher:
                 return
 
     def _write(self, name: str, stored: WalObject) -> None:
-        temporary = self.folder / f".{name}.part"
-        try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "wb") as handle, self.storage.open_download(stored.key) as source, \
-                    decoded(source, stored.codec, self.identity, f"WAL {stored.key}") as chunks:
-                for chunk in chunks:
-                    handle.write(chunk)
-            self._own(temporary, 0o600)
-            os.replace(temporary, self.folder / name)
-        except (OSError, StorageError) as error:
-            temporary.unlink(missing_ok=True)
-            message = error.message if isinstance(error, StorageError) else str(error)
-            raise StorageError(f"cannot fetch WAL {stored.key}: {message}", "check the target, then run the "
-                               "recovery again") from None
-        except IntegrityError:
-            temporary.unlink(missing_ok=True)
-            raise
+        write_decoded(self.storage, stored, self.identity, self.folder / name, lambda path: self._own(path, 0o600))
         self._fetched.add(name)
 
     def _mark(self, name: str, answer: str) -> None:
@@ -182,3 +166,26 @@ class WalFetcher:
         os.chmod(path, mode)
         if self.owner is not None:
             os.chown(path, self.owner.uid, self.owner.gid)
+
+
+def write_decoded(storage: Storage, stored: WalObject, identity: object | None, target: Path,
+                  own: Callable[[Path], None] = lambda path: None) -> None:
+    """A stored WAL file decoded (decompressed, decrypted) into `target`, which appears whole (a hidden temporary
+    file, 0600 from creation, then a rename) or not at all."""
+    temporary = target.with_name(f".{target.name}.part")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle, storage.open_download(stored.key) as source, \
+                decoded(source, stored.codec, identity, f"WAL {stored.key}") as chunks:
+            for chunk in chunks:
+                handle.write(chunk)
+        own(temporary)
+        os.replace(temporary, target)
+    except (OSError, StorageError) as error:
+        temporary.unlink(missing_ok=True)
+        message = error.message if isinstance(error, StorageError) else str(error)
+        raise StorageError(f"cannot fetch WAL {stored.key}: {message}", "check the target and free space, then "
+                           "run the command again") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -14,7 +14,6 @@ open (pgdr.wal.waldump).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import threading
@@ -23,20 +22,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pgdr.errors import ExitCode, IntegrityError, PgdrError, StageFailed, StorageError
+from pgdr.errors import ExitCode, IntegrityError, PgdrError, StageFailed
 from pgdr.run import child_environment, run, stream
 from pgdr.storage import Storage
-from pgdr.streams.decoder import decoded
 from pgdr.wal.archive import (
     ArchiveListing,
     Segment,
     TimelineSwitch,
-    WalObject,
     format_lsn,
     needed_segments,
     parse_lsn,
     timeline_path,
 )
+from pgdr.wal.fetch import write_decoded
 from pgdr.wal.waldump import LINE, Committed, TransactionReader, carries_text
 
 HINT_GAP = ("the archive has a gap there: read a later window (--since), or restore the segment from another "
@@ -141,7 +139,7 @@ class Feeder(threading.Thread):
                     if self._stopped:
                         return
                 stored = self.listing.segments.get(segment.name) or self.listing.partials[segment.name]
-                self._write(segment.name, stored)
+                write_decoded(self.storage, stored, self.identity, self.folder / segment.name)
                 with self._changed:
                     self.written += 1
                     self._changed.notify_all()
@@ -149,22 +147,6 @@ class Feeder(threading.Thread):
             with self._changed:
                 self.failure = error
                 self._changed.notify_all()
-
-    def _write(self, name: str, stored: WalObject) -> None:
-        temporary = self.folder / f".{name}.part"
-        try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "wb") as handle, self.storage.open_download(stored.key) as source, \
-                    decoded(source, stored.codec, self.identity, f"WAL {stored.key}") as chunks:
-                for chunk in chunks:
-                    handle.write(chunk)
-            os.replace(temporary, self.folder / name)
-        except OSError as error:
-            temporary.unlink(missing_ok=True)
-            raise StorageError(f"cannot fetch WAL {stored.key}: {error}", "check free space and the target") from None
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
 
 
 def committed_transactions(pg_waldump: str, major: int, storage: Storage, listing: ArchiveListing,

@@ -179,10 +179,9 @@ def create_objects(connection, database: HostileDatabase) -> None:
         connection.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(name, sql.Literal(table.comment)))
         connection.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
             name, sql.Identifier(table.columns[0]), sql.Literal(table.column_comment)))
-        insert = sql.SQL("INSERT INTO {} VALUES ({})").format(
-            name, sql.SQL(", ").join([sql.Placeholder()] * len(table.columns)))
-        for row in table.rows:
-            connection.execute(insert, row)
+        for row in table.rows:  # literals, not parameters: psycopg would read a % in a hostile name as one
+            connection.execute(sql.SQL("INSERT INTO {} VALUES ({})").format(
+                name, sql.SQL(", ").join(sql.Literal(value) for value in row)))
         index = sql.Identifier(table.index)
         connection.execute(sql.SQL("CREATE INDEX {} ON {} ({})").format(index, name, sql.Identifier(table.columns[0])))
         connection.execute(sql.SQL("COMMENT ON INDEX {}.{} IS {}").format(schema, index,

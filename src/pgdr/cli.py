@@ -387,6 +387,49 @@ def drill(ctx: typer.Context, source: SourceOption = "local",
         print_json(report.as_json())
 
 
+@app.command()
+def undo(ctx: typer.Context,
+         table: Annotated[str | None, typer.Argument(help="SCHEMA.NAME (or NAME in public); none: the whole "
+                                                     "--database.")] = None,
+         before: Annotated[str | None, typer.Option("--before", help="The transaction (xid) to undo: the copy is "
+                                                    "as it was just before it (see `pgdr wal timeline`).")] = None,
+         to: Annotated[str | None, typer.Option("--to", help="Or the moment the copy is as of, "
+                                                "e.g. \"2026-12-01 10:42:00+00\".")] = None,
+         database: Annotated[str | None, typer.Option("--database", help="The table's database (default: the "
+                                                      "only one in pgdr.toml).")] = None,
+         as_name: Annotated[str | None, typer.Option("--as", help="The copy's name (default: "
+                                                     "<name>_before_<xid or time>).")] = None,
+         dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be done; do nothing.")] = False,
+         source: SourceOption = "local", as_json: JsonOption = False) -> None:
+    """Bring one table (or one database) back as it was just before a mistake, beside the live one, never
+    touching it: a scratch cluster recovered from the base backup and the WAL, the table copied over as a new
+    table, the scratch cluster removed.
+
+    `pgdr undo public.orders --before 48213` creates public.orders_before_48213 and prints the row counts and an
+    INSERT ... SELECT ... EXCEPT that puts the missing rows back."""
+    from pgdr.runbooks.undo import undo as bring_back
+    from pgdr.wal.recovery import parse_point
+
+    context = make_context(ctx, json_mode=as_json)
+    if (before is None) == (to is None):
+        raise UsageError("give one of --before XID or --to TIME", "find the xid with `pgdr wal timeline --table ...`")
+    target = parse_point(to, None, before, None)
+    names = [item.name for item in context.settings.databases]
+    if database is None and len(names) != 1:
+        raise UsageError("which database? --database NAME", f"the databases in pgdr.toml: {', '.join(names) or '-'}")
+    report = bring_back(context, table, database or names[0], target, as_name, dry_run, source)
+    if as_json:
+        print_json(report.as_json())
+        return
+    if report.copy_rows is not None:
+        now = f"{report.live_rows} rows" if report.live_rows is not None else "gone"
+        context.output.success(f"{report.copy}: {report.copy_rows} rows, as {report.target}; {report.table} now: "
+                               f"{now}")
+        context.output.info(f"   to put the missing rows back: {report.suggestion}")
+    elif not dry_run:
+        context.output.success(f"database {report.copy}: {report.database} as {report.target}")
+
+
 def _recovery_target(context: Context, key: str | None, to: str | None, to_lsn: str | None, to_xid: str | None,
                      to_name: str | None, timeline: str | None) -> RecoveryTarget | None:
     """A point-in-time target when one is given, or the end of the archive when backups are physical; None: a
@@ -551,9 +594,8 @@ def wal_timeline(
     """Committed transactions of the archived WAL that changed data, one line each: time, xid, database, and per
     table the rows inserted, updated, deleted, TRUNCATE, DROP. Aborted transactions are left out.
 
-    Find the mistake, then recover to just before it:
-    `pgdr wal timeline --since 2h --table public.orders`, then `pgdr drill --to-xid XID` or
-    `pgdr recover --to-xid XID --clean`."""
+    Find the mistake, then undo it: `pgdr wal timeline --since 2h --table public.orders`, then
+    `pgdr undo public.orders --before XID` (or `pgdr recover --to-xid XID --clean` for the whole cluster)."""
     from pgdr.actions.timeline import Filters, timeline
     from pgdr.wal.names import Transaction
 
@@ -575,8 +617,8 @@ def wal_timeline(
     if as_json:
         sys.stdout.write("\n]\n" if reading.shown else "[]\n")
     elif reading.shown:
-        context.output.info("   to undo one: `pgdr drill --to-xid XID` to look, `pgdr recover --to-xid XID --clean` "
-                            "to go back to just before it")
+        context.output.info("   to undo one: `pgdr undo SCHEMA.TABLE --before XID` (the table as it was, beside the "
+                            "live one), or `pgdr recover --to-xid XID --clean` (the whole cluster)")
     else:
         context.output.info("no committed transaction changed data in that window")
 

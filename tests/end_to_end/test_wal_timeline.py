@@ -115,7 +115,7 @@ def test_a_scripted_accident_is_listed_transaction_by_transaction_with_exact_cou
                                                                                       **environment})
     assert text.returncode == 0, text.stdout + text.stderr
     assert f"xid {xids['delete']}  demo  public.orders: 20 deleted" in text.stdout
-    assert "pgdr recover --to-xid XID --clean" in text.stdout
+    assert "pgdr undo SCHEMA.TABLE --before XID" in text.stdout
     if environment:
         project.ok("down", env=environment)
 

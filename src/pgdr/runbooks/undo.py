@@ -139,6 +139,7 @@ def copy_table(context: Context, scratch: Context, database: str, schema: str, n
         for statement in detach_statements(connection, schema, name, new_name):
             connection.execute(statement)
     toolset = context.toolset(scratch.cluster.tools().major)
+    context.output.step(f"Copying {schema}.{name} out of the scratch cluster as {new_name} (pg_dump)")
     with client_environment(scratch.superuser_endpoint().on(database)) as environment:
         run([toolset.path("pg_dump"), "--format=custom", f"--file={dump}", f"--table={quoted(schema, new_name)}",
              "--no-owner", "--no-privileges"], stage="pg_dump", environment=environment,
@@ -188,6 +189,7 @@ def detach_statements(connection: psycopg.Connection, schema: str, name: str, ne
 
 def copy_database(context: Context, scratch: Context, database: str, new_name: str, dump: Path) -> None:
     toolset = context.toolset(scratch.cluster.tools().major)
+    context.output.step(f"Copying database {database} out of the scratch cluster (pg_dump)")
     with client_environment(scratch.superuser_endpoint().on(database)) as environment:
         run([toolset.path("pg_dump"), "--format=custom", f"--file={dump}", "--no-owner", "--no-privileges"],
             stage="pg_dump", environment=environment, hint="the scratch cluster could not dump the database",
@@ -205,6 +207,7 @@ def copy_database(context: Context, scratch: Context, database: str, new_name: s
 
 def restore_into_live(context: Context, pg_restore: str, endpoint: Endpoint, dump: Path) -> None:
     """One transaction: the copy appears whole, or nothing does."""
+    context.output.step(f"Loading it into the live database {endpoint.database} (pg_restore, one transaction)")
     with client_environment(endpoint) as environment:
         run([pg_restore, "--single-transaction", "--exit-on-error", "--no-owner", "--no-privileges",
              f"--dbname={endpoint.database}", str(dump)], stage="pg_restore", environment=environment,

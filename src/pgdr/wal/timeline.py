@@ -35,7 +35,7 @@ from pgdr.wal.archive import (
     timeline_path,
 )
 from pgdr.wal.fetch import write_decoded
-from pgdr.wal.waldump import LINE, Committed, TransactionReader, carries_text
+from pgdr.wal.waldump import Committed, TransactionReader, carries_text, parse_record
 
 HINT_GAP = ("the archive has a gap there: read a later window (--since), or restore the segment from another "
             "target's wal/")
@@ -197,27 +197,29 @@ def _records(lines: Iterable[bytes], reader: TransactionReader, feeder: Feeder, 
     restore point's name, a logical message's prefix: pgdr.wal.waldump.carries_text) may hold line breaks, and
     then lines that look like records: `carried(lsn)` tells how many lines follow that are its text, and they are
     skipped. Whoever can name a prepared transaction must not add, or hide, transactions in the timeline."""
-    current, skip = -1, 0
+    current, skip, position = -1, 0, ""
+    digits = max(1, (size.bit_length() - 1) // 4)  # the LSN's hex digits within a segment (6 for 16 MB)
     for raw in lines:
         if skip:
             skip -= 1
             continue
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        match = LINE.match(line)
-        if match is None:
+        record = parse_record(raw.decode("utf-8", "replace").rstrip("\n"))
+        if record is None:
             continue
-        if carries_text(match["rmgr"], match["desc"]):
-            skip = carried(match["lsn"])
-        lsn = parse_lsn(match["lsn"])
-        if lsn // size != current:
-            current = lsn // size
-            feeder.passed(current)
-            progress(lsn)
-        found = reader.feed(line)
+        if record.rmgr != "Heap" and record.rmgr != "Heap2" and carries_text(record.rmgr, record.desc):
+            skip = carried(record.lsn)
+        if record.lsn[:-digits] != position:  # the LSN's high digits changed: perhaps a new segment
+            position = record.lsn[:-digits]
+            lsn = parse_lsn(record.lsn)
+            if lsn // size != current:
+                current = lsn // size
+                feeder.passed(current)
+                progress(lsn)
+                if feeder.failure is not None:
+                    raise feeder.failure
+        found = reader.feed_record(record)
         if found is not None:
             yield found
-        if feeder.failure is not None:
-            raise feeder.failure
 
 
 def waldump_argv(pg_waldump: str, folder: Path, stretch: Stretch, major: int) -> list[str]:

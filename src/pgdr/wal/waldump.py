@@ -22,19 +22,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 FIRST_NORMAL_OID = 16384  # below: the catalogs' own files (bootstrap relfilenodes)
 DEFAULT_TABLESPACE = 1663
 GLOBAL_TABLESPACE = 1664
 
-LINE = re.compile(r"^rmgr: (?P<rmgr>\w+)\s+len \(rec/tot\):\s*\d+/\s*\d+, tx:\s*(?P<xid>\d+), "
-                  r"lsn: (?P<lsn>[0-9A-F]+/[0-9A-F]+), prev (?P<prev>[0-9A-F]+/[0-9A-F]+), desc: (?P<desc>.*)$")
-BLOCK_REFERENCE = re.compile(r"blkref #\d+: rel (\d+)/(\d+)/(\d+)")
 TUPLES = re.compile(r"(?:ntuples: (\d+)|(\d+) tuples)")
 TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 PATH = re.compile(r"(?:base/(\d+)/(\d+)|global/(\d+)|pg_tblspc/(\d+)/[^/\s;]+/(\d+)/(\d+))")
 PREPARED_XID = re.compile(r"^(?:COMMIT|ABORT)_PREPARED (\d+):")
-ROW_CHANGES = {"INSERT": "inserted", "UPDATE": "updated", "HOT_UPDATE": "updated", "DELETE": "deleted"}
+ROW_KINDS = {f"{kind}{init}": column for kind, column in (("INSERT", "inserted"), ("UPDATE", "updated"),
+                                                           ("HOT_UPDATE", "updated"), ("DELETE", "deleted"),
+                                                           ("MULTI_INSERT", "multi"))
+             for init in ("", "+INIT")}
 
 
 @dataclass(frozen=True, order=True)
@@ -66,7 +67,7 @@ class Counts:
 class Changes:
     """What one transaction (or subtransaction) did so far."""
 
-    rows: dict[RelationFile, Counts] = field(default_factory=dict)
+    rows: dict[str, Counts] = field(default_factory=dict)  # by block reference text, SPC/DB/REL (hot path)
     created: list[RelationFile] = field(default_factory=list)
 
     def merge(self, other: Changes) -> None:
@@ -91,6 +92,33 @@ class Committed:
         return {file.database for file in [*self.rows, *self.created, *self.dropped] if file.database}
 
 
+class Record(NamedTuple):
+    rmgr: str
+    xid: int
+    lsn: str
+    prev: str
+    desc: str
+
+
+def parse_record(line: str) -> Record | None:
+    """One of pg_waldump's record lines, split at its fixed ", " separators (the description comes last and may
+    hold more); None for anything else. Hot: it runs once per record, millions of times per gigabyte."""
+    if not line.startswith("rmgr: "):
+        return None
+    parts = line.split(", ", 4)
+    if len(parts) != 5:
+        return None
+    head, tx, lsn, prev, desc = parts
+    if not (tx.startswith("tx:") and lsn.startswith("lsn: ") and prev.startswith("prev ")
+            and desc.startswith("desc: ")):
+        return None
+    try:
+        xid = int(tx[3:])
+    except ValueError:
+        return None
+    return Record(head[6:].split(" ", 1)[0], xid, lsn[5:], prev[5:], desc[6:])
+
+
 def carries_text(rmgr: str, desc: str) -> bool:
     """Whether a record's description holds text a database user chose (and so may hold line breaks): a
     prepared transaction's name (PREPARE, and COMMIT/ABORT_PREPARED at wal_level logical), a restore point's
@@ -112,6 +140,14 @@ def relation_path(text: str) -> RelationFile | None:
     return RelationFile(int(space), int(space_db), int(space_rel))
 
 
+def _file_of(key: str) -> RelationFile | None:
+    """A block reference's `SPC/DB/REL` as a RelationFile."""
+    parts = key.split("/")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None
+    return RelationFile(int(parts[0]), int(parts[1]), int(parts[2]))
+
+
 def _section(desc: str, name: str) -> list[str]:
     """The words of `; name: ...` in a transaction record's description."""
     for part in desc.split(";")[1:]:
@@ -129,36 +165,51 @@ class TransactionReader:
         self.records = 0
 
     def feed(self, line: str) -> Committed | None:
-        match = LINE.match(line)
-        if match is None:
-            return None
+        record = parse_record(line)
+        return self.feed_record(record) if record is not None else None
+
+    def feed_record(self, record: Record) -> Committed | None:
         self.records += 1
-        rmgr, xid, desc = match["rmgr"], int(match["xid"]), match["desc"]
+        rmgr, xid, desc = record.rmgr, record.xid, record.desc
+        if rmgr == "Heap" or rmgr == "Heap2":
+            if xid:
+                self._row_change(xid, desc)
+            return None
         kind = desc.split(" ", 1)[0].split("+", 1)[0].rstrip(",")
-        if rmgr in ("Heap", "Heap2"):
-            self._row_change(xid, kind, desc)
-        elif rmgr == "Storage" and kind == "CREATE":
+        if rmgr == "Storage" and kind == "CREATE":
             file = relation_path(desc.split()[1]) if len(desc.split()) > 1 else None
             if file is not None and xid:
                 self.open.setdefault(xid, Changes()).created.append(file)
         elif rmgr == "Transaction":
-            return self._transaction(xid, kind, desc, match["lsn"])
+            return self._transaction(xid, kind, desc, record.lsn)
         return None
 
-    def _row_change(self, xid: int, kind: str, desc: str) -> None:
-        if kind == "MULTI_INSERT":
+    def _row_change(self, xid: int, desc: str) -> None:
+        kind = desc[:desc.find(" ")]
+        column = ROW_KINDS.get(kind)
+        if column is None:
+            return
+        count = 1
+        if column == "multi":
             found = TUPLES.search(desc)
             count, column = (int(found[1] or found[2]) if found else 0), "inserted"
-        elif kind in ROW_CHANGES:
-            count, column = 1, ROW_CHANGES[kind]
+        start = desc.find("blkref #0: rel ")
+        if start < 0:
+            return
+        start += 15
+        file = desc[start:desc.find(" ", start)]  # "1663/5/16384", made a RelationFile at the commit
+        changes = self.open.get(xid)
+        if changes is None:
+            changes = self.open[xid] = Changes()
+        counts = changes.rows.get(file)
+        if counts is None:
+            counts = changes.rows[file] = Counts()
+        if column == "inserted":
+            counts.inserted += count
+        elif column == "updated":
+            counts.updated += count
         else:
-            return
-        reference = BLOCK_REFERENCE.search(desc)
-        if reference is None or not xid:
-            return
-        file = RelationFile(int(reference[1]), int(reference[2]), int(reference[3]))
-        counts = self.open.setdefault(xid, Changes()).rows.setdefault(file, Counts())
-        setattr(counts, column, getattr(counts, column) + count)
+            counts.deleted += count
 
     def _transaction(self, xid: int, kind: str, desc: str, lsn: str) -> Committed | None:
         prepared = PREPARED_XID.match(desc)
@@ -178,7 +229,8 @@ class TransactionReader:
         stamp = TIMESTAMP.search(desc)
         if stamp is None:
             return None
-        rows = {file: counts for file, counts in changes.rows.items() if file.relfilenode >= FIRST_NORMAL_OID}
+        rows = {file: counts for file, counts in ((_file_of(key), counts) for key, counts in changes.rows.items())
+                if file is not None and file.relfilenode >= FIRST_NORMAL_OID}
         created = [file for file in changes.created if file.relfilenode >= FIRST_NORMAL_OID]
         dropped = [file for file in dropped if file.relfilenode >= FIRST_NORMAL_OID]
         if not rows and not dropped:

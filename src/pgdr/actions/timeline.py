@@ -26,6 +26,7 @@ from pgdr.postgres.binaries import Toolset, find_toolset
 from pgdr.postgres.relations import read_relation_names
 from pgdr.preflight import major_of
 from pgdr.storage import Storage, open_storage
+from pgdr.ui import ProgressHandle
 from pgdr.wal.archive import ArchiveListing, parse_lsn
 from pgdr.wal.names import Names, Transaction, describe
 from pgdr.wal.reading import read_archive
@@ -87,23 +88,42 @@ def timeline(context: Context, source: str | None, filters: Filters, biggest: in
                      if stored.codec.encrypted), None)
     segments = sum(len(stretch.segments) for stretch in stretches)
     context.output.step(f"Reading {segments} WAL segments from {storage.describe()} through pg_waldump")
-    found = kept(described(context, toolset, storage, archive.listing, stretches, identity, names), filters)
-    if biggest is None:
-        for transaction in found:
+    if biggest is None:  # the lines themselves show the progress
+        for transaction in kept(described(context, toolset, storage, archive.listing, stretches, identity, names),
+                                filters):
             reading.shown += 1
             show(transaction)
         return reading
-    for transaction in heapq.nlargest(biggest, found, key=lambda item: (item.rows, -item.time.timestamp())):
+    size = archive.segment_size
+    with context.output.progress("Reading the WAL", segments * size) as bar:
+        read = Advance(bar, size)
+        found = kept(described(context, toolset, storage, archive.listing, stretches, identity, names, read),
+                     filters)
+        biggest_found = heapq.nlargest(biggest, found, key=lambda item: (item.rows, -item.time.timestamp()))
+    for transaction in biggest_found:
         reading.shown += 1
         show(transaction)
     return reading
 
 
+class Advance:
+    """The progress bar moved by a segment's size each time pg_waldump reaches a new one."""
+
+    def __init__(self, bar: ProgressHandle, size: int) -> None:
+        self.bar, self.size, self.segment = bar, size, -1
+
+    def __call__(self, lsn: int) -> None:
+        if self.segment >= 0:
+            self.bar.advance(self.size)
+        self.segment = lsn // self.size
+
+
 def described(context: Context, toolset: Toolset, storage: Storage, listing: ArchiveListing,
-              stretches: list[Stretch], identity: object | None, names: Names) -> Iterator[Transaction]:
+              stretches: list[Stretch], identity: object | None, names: Names,
+              progress: Callable[[int], None] = lambda lsn: None) -> Iterator[Transaction]:
     heap_files: set[RelationFile] = set()
     for committed in committed_transactions(toolset.path("pg_waldump"), toolset.major, storage, listing, stretches,
-                                            identity, context.settings.wal.read_ahead):
+                                            identity, context.settings.wal.read_ahead, progress):
         heap_files |= committed.rows.keys()
         transaction = describe(committed, names, heap_files)
         if transaction is not None:

@@ -597,6 +597,7 @@ def wal_timeline(
     Find the mistake, then undo it: `pgdr wal timeline --since 2h --table public.orders`, then
     `pgdr undo public.orders --before XID` (or `pgdr recover --to-xid XID --clean` for the whole cluster)."""
     from pgdr.actions.timeline import Filters, timeline
+    from pgdr.preflight import printable  # names from the catalog: control characters escaped, on one line
     from pgdr.wal.names import Transaction
 
     context = make_context(ctx, json_mode=as_json)
@@ -613,19 +614,14 @@ def wal_timeline(
         context.output.info(f"{transaction.time:%Y-%m-%d %H:%M:%S} UTC  xid {transaction.xid}  "
                             f"{printable(transaction.database)}  {changes}")
 
-    reading = timeline(context, source, filters, biggest, show)
+    shown = timeline(context, source, filters, biggest, show)
     if as_json:
-        sys.stdout.write("\n]\n" if reading.shown else "[]\n")
-    elif reading.shown:
+        sys.stdout.write("\n]\n" if shown else "[]\n")
+    elif shown:
         context.output.info("   to undo one: `pgdr undo SCHEMA.TABLE --before XID` (the table as it was, beside the "
                             "live one), or `pgdr recover --to-xid XID --clean` (the whole cluster)")
     else:
         context.output.info("no committed transaction changed data in that window")
-
-
-def printable(text: str) -> str:
-    """Names from the catalog as text on one line: control characters shown escaped, never sent to the terminal."""
-    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in text)
 
 
 def _moment(text: str, option: str) -> datetime:

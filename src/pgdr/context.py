@@ -22,6 +22,7 @@ class Context:
     resolver: SecretResolver | None = None
     lock_wait: float = 0.0
     i_mean_production: bool = False
+    scratch: bool = False  # a throw-away cluster (drill, undo): nothing is said of it as of the live one
     _toolset: Toolset | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

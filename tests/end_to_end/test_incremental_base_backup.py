@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
-from end_to_end.e2e_helpers import newer_binaries
+from end_to_end.e2e_helpers import newer_binaries, start_over_on
 from end_to_end.test_point_in_time import (
     STREAM_ENVIRONMENT,
     History,
@@ -49,10 +48,7 @@ def backup(project: Project, environment: dict[str, str]) -> str:
 def test_a_chain_of_incrementals_recovers_to_a_point_and_a_broken_chain_falls_back_to_the_full_one(running_project):
     project, history = running_project, History()
     environment = {**INCREMENTAL, **newer_binaries()}
-    project.ok("down")
-    shutil.rmtree(project.root / ".pgdr")
-    project.ok("up", env=environment)
-    project.ok("init", env=environment)
+    start_over_on(project, environment)
     streamer = start_streamer(project, environment)
     try:
         backup(project, environment)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from end_to_end.e2e_helpers import newer_binaries, real_bin_dir
+from end_to_end.e2e_helpers import newer_binaries, real_bin_dir, start_over_on
 from harness import SUPERUSER_PASSWORD, Project
 from moto_fixtures import S3_PREFIX, aws_project
 from pgdr.wal.archive import parse_wal_key
@@ -229,10 +229,7 @@ def test_recover_from_s3_alone_with_server_and_local_files_gone(project, moto_se
 def test_recover_to_a_named_restore_point_on_the_newer_major(running_project):
     project, history = running_project, History()
     newer = newer_binaries()
-    project.ok("down")
-    shutil.rmtree(project.root / ".pgdr")
-    project.ok("up", env=newer)
-    project.ok("init", env=newer)
+    start_over_on(project, newer)
     streamer = start_streamer(project, newer)
     try:
         project.ok("backup", env={**STREAM_ENVIRONMENT, **newer})

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from end_to_end.e2e_helpers import newer_binaries
+from end_to_end.e2e_helpers import on_major, xid_of
 from end_to_end.test_point_in_time import STREAM_ENVIRONMENT, start_streamer, stop_streamer
 from harness import Project
-
-
-def xid_of(connection) -> int:
-    return int(connection.execute("SELECT txid_current()").fetchone()[0])
 
 
 def rows(project: Project, table: str) -> list[tuple]:
@@ -36,12 +31,7 @@ def undo(project: Project, environment: dict[str, str], *arguments: str) -> tupl
 @pytest.mark.parametrize("major", ["system", "newest"])
 def test_a_delete_a_truncate_and_a_drop_are_undone_beside_the_live_tables(running_project, major):
     project = running_project
-    environment = newer_binaries() if major == "newest" else {}
-    if environment:
-        project.ok("down")
-        shutil.rmtree(project.root / ".pgdr")
-        project.ok("up", env=environment)
-        project.ok("init", env=environment)
+    environment = on_major(project, major)
     with project.connect("demo") as connection:
         connection.execute("CREATE TABLE logs (line text)")
         connection.execute("INSERT INTO logs SELECT 'line ' || g FROM generate_series(1, 12) g")

@@ -11,18 +11,13 @@ pg_waldump's lines must not hide a real DELETE from the timeline, nor add one.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from psycopg import sql
 
-from end_to_end.e2e_helpers import newer_binaries
+from end_to_end.e2e_helpers import on_major, xid_of
 from end_to_end.test_point_in_time import STREAM_ENVIRONMENT, archive_markers, start_streamer, stop_streamer
 from harness import Project
-
-
-def xid_of(connection) -> int:
-    return int(connection.execute("SELECT txid_current()").fetchone()[0])
 
 
 def timeline(project: Project, *arguments: str, env: dict[str, str]) -> list[dict]:
@@ -73,12 +68,7 @@ def accident(project: Project) -> dict[str, int]:
 @pytest.mark.parametrize("major", ["system", "newest"])
 def test_a_scripted_accident_is_listed_transaction_by_transaction_with_exact_counts(running_project, major):
     project = running_project
-    environment = newer_binaries() if major == "newest" else {}
-    if environment:
-        project.ok("down")
-        shutil.rmtree(project.root / ".pgdr")
-        project.ok("up", env=environment)
-        project.ok("init", env=environment)
+    environment = on_major(project, major)
     with project.connect("demo") as connection:
         connection.execute("CREATE TABLE orders (id int PRIMARY KEY, amount int)")
         with connection.transaction():

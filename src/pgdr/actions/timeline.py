@@ -4,8 +4,8 @@ The WAL range and how it is read: pgdr.wal.timeline. Names: the live server's ca
 catalogs the physical base backups recorded, newest first (pgdr.wal.names). pg_waldump must be the WAL's own
 major (its page format changes with it): the server's, or, with the server gone, the newest base backup's.
 
-Memory stays flat: in time order each transaction is handed on as it is read; for --biggest only the `limit`
-biggest are kept.
+Memory stays flat: in time order each transaction is handed on as it is read; for --biggest only that many are
+kept.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
-
 from pgdr.artifact import RelationName
 from pgdr.catalog import list_backups
 from pgdr.context import Context
 from pgdr.errors import PgdrError, Refused
 from pgdr.formats.codecs import age_identity
 from pgdr.postgres.binaries import Toolset, find_toolset
-from pgdr.postgres.relations import read_relation_names
+from pgdr.postgres.relations import relation_names
 from pgdr.preflight import major_of
 from pgdr.storage import Storage, open_storage
 from pgdr.ui import ProgressHandle
@@ -48,7 +46,7 @@ class Filters:
             return False
         if self.until is not None and transaction.time > self.until:
             return False
-        if self.database is not None and self.database not in transaction.database.split(", "):
+        if self.database is not None and self.database not in transaction.databases:
             return False
         if self.table is not None:
             wanted = self.table if "." in self.table else None
@@ -57,18 +55,10 @@ class Filters:
         return True
 
 
-@dataclass
-class Reading:
-    """What `timeline` read, for the summary line: where, how much, how many transactions it kept."""
-
-    target: str
-    stretches: list[Stretch]
-    shown: int = 0
-
-
 def timeline(context: Context, source: str | None, filters: Filters, biggest: int | None,
-             show: Callable[[Transaction], None]) -> Reading:
-    """Each kept transaction to `show`, in time order; with `biggest`, only that many, biggest first, at the end."""
+             show: Callable[[Transaction], None]) -> int:
+    """Each kept transaction to `show`, in time order; with `biggest`, only that many, biggest first, at the end.
+    Returns how many were shown."""
     settings = context.settings
     target = source or settings.backup.targets[0]
     storage = open_storage(settings, target, context.output.warn)
@@ -77,23 +67,29 @@ def timeline(context: Context, source: str | None, filters: Filters, biggest: in
         raise Refused(f"no WAL archive in {storage.describe()}", HINT_STREAM)
     stored_end = parse_lsn(archive.status.stored_lsn) if archive.status else None
     stretches = plan_reading(archive.listing, archive.histories, filters.since, stored_end, archive.segment_size)
-    reading = Reading(target, stretches)
     if not stretches:
-        return reading
+        return 0
+    unread = unvouched_partial(archive.listing, stretches[-1], archive.segment_size)
+    if unread is not None:
+        context.output.warn(f"the newest WAL, the growing segment {unread}, is not read: wal/status.json does not say "
+                            "how far its upload holds (is `pgdr wal stream` running?)")
     recorded = recorded_names(storage)
-    names = Names(live_names(context), [name for _, names_of_backup in recorded for name in names_of_backup])
+    names = Names(relation_names(context.superuser_endpoint(), context.output.warn,
+                                 "tables are named from the base backups only"),
+                  [name for _, names_of_backup in recorded for name in names_of_backup])
     toolset = waldump_tools(context, [major for major, _ in recorded])
     identity = next((age_identity(context, stored.codec, f"WAL {stored.key}")
                      for stored in [*archive.listing.segments.values(), *archive.listing.partials.values()]
                      if stored.codec.encrypted), None)
     segments = sum(len(stretch.segments) for stretch in stretches)
     context.output.step(f"Reading {segments} WAL segments from {storage.describe()} through pg_waldump")
+    shown = 0
     if biggest is None:  # the lines themselves show the progress
         for transaction in kept(described(context, toolset, storage, archive.listing, stretches, identity, names),
                                 filters):
-            reading.shown += 1
+            shown += 1
             show(transaction)
-        return reading
+        return shown
     size = archive.segment_size
     with context.output.progress("Reading the WAL", segments * size) as bar:
         read = Advance(bar, size)
@@ -101,9 +97,17 @@ def timeline(context: Context, source: str | None, filters: Filters, biggest: in
                      filters)
         biggest_found = heapq.nlargest(biggest, found, key=lambda item: (item.rows, -item.time.timestamp()))
     for transaction in biggest_found:
-        reading.shown += 1
         show(transaction)
-    return reading
+    return len(biggest_found)
+
+
+def unvouched_partial(listing: ArchiveListing, last: Stretch, size: int) -> str | None:
+    """The growing segment's name when its upload is stored and the reading ends at its start (no status
+    says how far it holds), None when it is read."""
+    newest = last.segments[-1]
+    if newest.name in listing.partials and newest.name not in listing.segments and last.end <= newest.start_lsn:
+        return newest.name
+    return None
 
 
 class Advance:
@@ -136,16 +140,6 @@ def kept(transactions: Iterator[Transaction], filters: Filters) -> Iterator[Tran
             return  # commits come in WAL order: nothing later is wanted
         if filters.keep(transaction):
             yield transaction
-
-
-def live_names(context: Context) -> list[RelationName]:
-    """The live catalog's names; none when the server does not answer (the base backups' then name the files)."""
-    try:
-        return read_relation_names(context.superuser_endpoint())
-    except (PgdrError, psycopg.Error) as error:
-        message = error.message if isinstance(error, PgdrError) else str(error).strip().splitlines()[0]
-        context.output.warn(f"the server does not answer ({message}): tables are named from the base backups only")
-        return []
 
 
 def recorded_names(storage: Storage) -> list[tuple[int, list[RelationName]]]:

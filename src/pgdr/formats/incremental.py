@@ -83,13 +83,17 @@ def incremental_base(context: Context, storages: list[Storage], scratch: Path) -
         return None
     copy = scratch / "previous_backup_manifest"
     assert parent.manifest is not None and parent.manifest.physical is not None
+    expected = parent.manifest.physical.backup_manifest_sha256
     try:
-        digest = cached_copy(context, parent, copy) or fetch_manifest_copy(context, storages[0], parent, copy)
+        digest = cached_copy(context, copy)
+        if digest != expected:  # not this host's newest, or none kept: the copy in storage
+            copy.unlink(missing_ok=True)
+            digest = fetch_manifest_copy(context, storages[0], parent, copy)
     except PgdrError as error:
         context.output.warn(f"the copy of the backup_manifest of {parent.key} cannot be read ({error.message}): "
                             "taking a full base backup")
         return None
-    if digest != parent.manifest.physical.backup_manifest_sha256:
+    if digest != expected:
         context.output.warn(f"the copy of the backup_manifest of {parent.key} does not match the digest its manifest "
                             "recorded (altered or damaged): taking a full base backup")
         return None
@@ -172,12 +176,11 @@ def cache_path(context: Context) -> Path:
     return context.settings.state_dir / "newest_backup_manifest"
 
 
-def cached_copy(context: Context, record: BackupRecord, into: Path) -> str | None:
-    """The backup_manifest of `record` from the copy this host kept of the newest base backup it took, when it is
-    that one's: an encrypted backup's copy in storage needs the age identity, which a backup host may not hold."""
+def cached_copy(context: Context, into: Path) -> str | None:
+    """The backup_manifest this host kept of the newest base backup it took, copied into `into`; its sha256 says
+    whose it is. An encrypted backup's copy in storage needs the age identity, which a backup host may not hold."""
     cache = cache_path(context)
-    stored = cache.with_suffix(".key")
-    if not cache.is_file() or not stored.is_file() or stored.read_text() != record.key.key:
+    if not cache.is_file():
         return None
     with cache.open("rb") as handle:
         return write_hashed(into, iter(lambda: handle.read(1 << 20), b""))
@@ -188,13 +191,9 @@ def store_manifest_copy(context: Context, storages: list[Storage], key: BackupKe
     host (0600) for its next incremental."""
     cache = cache_path(context)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.with_suffix(".key").unlink(missing_ok=True)
     descriptor = os.open(cache, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as kept, source.open("rb") as handle:
         shutil.copyfileobj(handle, kept)
-    descriptor = os.open(cache.with_suffix(".key"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as named:
-        named.write(key.key)
     codec = codec_of(key)
     with FanoutUpload(storages, manifest_copy_key(key)) as upload, Encoder(
         upload.write, codec, context.settings.backup.compression_level, age_recipients(context, codec)

@@ -25,20 +25,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-
 from pgdr.artifact import (
     BackupFacts,
     BackupKey,
     Manifest,
     PhysicalFacts,
-    RelationName,
     Requirements,
     make_physical_key,
 )
 from pgdr.catalog import BackupRecord
 from pgdr.context import Context
-from pgdr.errors import BackupFailed, ExitCode, IntegrityError, PgdrError, Refused
+from pgdr.errors import BackupFailed, ExitCode, IntegrityError, Refused
 from pgdr.formats.base_backup_tar import (
     HINT_HOSTILE,
     LABEL,
@@ -53,7 +50,7 @@ from pgdr.formats.incremental import combine, incremental_base, manifest_copy_ke
 from pgdr.formats.plain import check_or_fetch, codec_of, stream_to_targets
 from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.connect import connect
-from pgdr.postgres.relations import read_relation_names
+from pgdr.postgres.relations import relation_names
 from pgdr.run import RunAs, child_environment, run
 from pgdr.storage import Storage
 from pgdr.streams.decoder import decoded
@@ -89,7 +86,8 @@ class PhysicalFormat:
     def write(self, context: Context, toolset: Toolset, storages: list[Storage], key: BackupKey,
               facts: BackupFacts) -> Manifest:
         clock = time.monotonic()
-        names = catalog_names(context)
+        names = relation_names(context.superuser_endpoint(), context.output.warn,
+                               "`pgdr wal timeline` will name tables dropped after this backup by their file number")
         with tempfile.TemporaryDirectory(prefix="pgdr-base-backup-") as scratch:
             parent = incremental_base(context, storages, Path(scratch)) if context.settings.backup.incremental \
                 else None
@@ -123,18 +121,6 @@ class PhysicalFormat:
 
     def objects(self, storage: Storage, key: BackupKey) -> list[str]:
         return [key.key, manifest_copy_key(key), key.manifest_key]
-
-
-def catalog_names(context: Context) -> list[RelationName]:
-    """The tables' files as the backup starts: `pgdr wal timeline` names a table dropped later by them. A catalog
-    that cannot be read leaves them out, with a warning; the backup goes on."""
-    try:
-        return read_relation_names(context.superuser_endpoint())
-    except (PgdrError, psycopg.Error) as error:
-        message = error.message if isinstance(error, PgdrError) else str(error).strip().splitlines()[0]
-        context.output.warn(f"the tables' names were not recorded ({message}): `pgdr wal timeline` will name "
-                            "tables dropped after this backup by their file number")
-        return []
 
 
 def not_restorable(key: BackupKey) -> Refused:

@@ -4,8 +4,13 @@ from (a table dropped since is named from there)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import psycopg
+
 from pgdr.artifact import RelationName
-from pgdr.postgres.connect import Endpoint, connect
+from pgdr.errors import PgdrError
+from pgdr.postgres.connect import Endpoint, connect, translate_error
 
 DATABASES_SQL = "SELECT oid::int, datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname"
 # reltablespace 0 is the database's default tablespace; pg_relation_filenode resolves mapped catalogs too
@@ -30,3 +35,14 @@ def read_relation_names(endpoint: Endpoint) -> list[RelationName]:
                 found.append(RelationName(database_oid=oid, database=name, tablespace=row[0], relfilenode=row[1],
                                           table_oid=row[2], schema_name=row[3], name=row[4], kind=row[5]))
     return found
+
+
+def relation_names(endpoint: Endpoint, warn: Callable[[str], None], without: str) -> list[RelationName]:
+    """read_relation_names, or none when the catalog cannot be read: `warn` says why and what that means
+    (`without`); the caller goes on."""
+    try:
+        return read_relation_names(endpoint)
+    except (PgdrError, psycopg.Error) as error:
+        message = (error if isinstance(error, PgdrError) else translate_error(error, endpoint)).message
+        warn(f"the tables' names could not be read ({message}): {without}")
+        return []

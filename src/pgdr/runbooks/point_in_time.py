@@ -196,11 +196,12 @@ def recover_to_point(context: Context, source: str, target: RecoveryTarget, clea
         replay(context, cluster, storage, plan)
     if aside is not None:
         context.output.info(f"   removed the data directory set aside ({aside})")
-    with connect(context.superuser_endpoint()) as connection:
-        row = connection.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
-    timeline = int(str(row[0])[:8], 16) if row else "?"
-    context.output.info(f"   the cluster goes on on a new timeline ({timeline}): `pgdr wal stream` "
-                        "archives it beside the old one; take a base backup on it soon (`pgdr backup`)")
+    if not context.scratch:  # advice for the live cluster, not for a drill's or an undo's
+        with connect(context.superuser_endpoint()) as connection:
+            row = connection.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+        timeline = int(str(row[0])[:8], 16) if row else "?"
+        context.output.info(f"   the cluster goes on on a new timeline ({timeline}): `pgdr wal stream` "
+                            "archives it beside the old one; take a base backup on it soon (`pgdr backup`)")
     description = f"{plan.record.key} + WAL to {plan.target.describe()}"
     write_restore_record(context.settings.state_dir, RestoreRecord(key=str(plan.record.key), target=source,
                                                                    status="complete"))

@@ -158,7 +158,7 @@ def scratch_context(context: Context, folder: Path, physical: bool = False) -> C
     if not physical:
         settings.postgres.password = DRILL_SUPERUSER_SECRET
         resolver.remember(DRILL_SUPERUSER_SECRET, generate_password(), "generated for the drill")
-    return Context(settings, context.output, assume_yes=True, resolver=resolver)
+    return Context(settings, context.output, assume_yes=True, resolver=resolver, scratch=True)
 
 
 def scratch_folder() -> Path:

@@ -75,8 +75,12 @@ class Transaction:
     time: datetime
     xid: int
     lsn: str
-    database: str
+    databases: tuple[str, ...]
     changes: list[TableChange]
+
+    @property
+    def database(self) -> str:
+        return ", ".join(self.databases)
 
     @property
     def rows(self) -> int:
@@ -125,9 +129,8 @@ def describe(committed: Committed, names: Names, heap_files: set[RelationFile]) 
             if change.counts.total or change.truncated or change.rewritten or change.dropped]
     if not kept:
         return None
-    databases = sorted(committed.databases)
     return Transaction(committed.time, committed.xid, committed.lsn,
-                       ", ".join(names.database(oid) for oid in databases), kept)
+                       tuple(names.database(oid) for oid in sorted(committed.databases)), kept)
 
 
 def _rewritten_tables(committed: Committed, names: Names) -> set[tuple[int, int]]:

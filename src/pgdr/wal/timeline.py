@@ -143,9 +143,10 @@ class Feeder(threading.Thread):
                 with self._changed:
                     self.written += 1
                     self._changed.notify_all()
-        except PgdrError as error:
+        except Exception as error:  # said by the reading thread, never lost with this one
             with self._changed:
-                self.failure = error
+                self.failure = error if isinstance(error, PgdrError) else PgdrError(
+                    f"the WAL feed for pg_waldump failed: {type(error).__name__}: {error}")
                 self._changed.notify_all()
 
 

@@ -1,8 +1,5 @@
 """pgdr: PostgreSQL disaster recovery as one trustworthy, boring command."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pgdr")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+source"
+# The one place the version is written: pyproject.toml reads it from here (tool.setuptools.dynamic), so the installed
+# metadata agrees, and `pgdr --version` does not import importlib.metadata (40 ms) to learn it.
+__version__ = "0.1.0"

@@ -14,17 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from pgdr import __version__
-from pgdr.config import load_settings
-from pgdr.context import Context
 from pgdr.errors import ExitCode, Interrupted, PgdrError, UsageError
-from pgdr.memory import return_large_buffers_to_the_os
-from pgdr.redact import redact
-from pgdr.ui import Output, human_age, human_size
 
 if TYPE_CHECKING:
+    from pgdr.context import Context
+    from pgdr.ui import Output
     from pgdr.wal.recovery import RecoveryTarget
 
 app = typer.Typer(
@@ -97,6 +93,12 @@ def global_options(
 
 def make_context(ctx: typer.Context, yes: bool = False, json_mode: bool = False, production: bool = False
                  ) -> Context:
+    from pgdr.config import load_settings
+    from pgdr.context import Context
+    from pgdr.memory import return_large_buffers_to_the_os
+    from pgdr.ui import Output
+
+    return_large_buffers_to_the_os()
     options: GlobalOptions = ctx.find_root().obj
     output = Output(quiet=options.quiet, json_mode=json_mode)
     return Context(load_settings(options.config), output, assume_yes=yes, lock_wait=options.wait,
@@ -104,6 +106,8 @@ def make_context(ctx: typer.Context, yes: bool = False, json_mode: bool = False,
 
 
 def print_json(data: object) -> None:
+    from pgdr.redact import redact
+
     sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
 
 
@@ -141,6 +145,8 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 def _print_status(output: Output, report: object) -> None:
+    from pgdr.ui import human_age, human_size
+
     data = report.as_json()  # type: ignore[attr-defined]
     if data["reachable"]:
         output.info(f"Server: reachable, {data['version']}")
@@ -202,7 +208,9 @@ def list_command(ctx: typer.Context, source: SourceOption = "local", as_json: Js
         print_json([record.as_json() | ({"recoverable_window": windows[record.target]} if record.target in windows
                                         else {}) for record in records])
         return
-    table = Table("key", "target", "size", "created (UTC)", "state", "flags")
+    from pgdr.ui import human_size, make_table
+
+    table = make_table("key", "target", "size", "created (UTC)", "state", "flags")
     for record in records:
         table.add_row(record.key.key, record.target, human_size(record.size),
                       record.key.created.strftime("%Y-%m-%d %H:%M:%S"),
@@ -246,6 +254,7 @@ def restore_file(ctx: typer.Context, key: Annotated[str | None, typer.Argument(
 
 def _choose_key(context: Context, source: str) -> str:
     from pgdr.actions.listing import backups
+    from pgdr.ui import human_size
 
     records = backups(context, [source])
     if not context.output.interactive:
@@ -460,7 +469,9 @@ def _json_report_on_failure(as_json: bool) -> Iterator[None]:
 
 
 def _print_drills(output: Output, entries: list[dict[str, object]]) -> None:
-    table = Table("started (UTC)", "backup", "from", "RTO", "RPO", "steps", "outcome")
+    from pgdr.ui import make_table
+
+    table = make_table("started (UTC)", "backup", "from", "RTO", "RPO", "steps", "outcome")
     for entry in entries:
         steps = entry.get("steps") or {}
         table.add_row(str(entry.get("started_at", ""))[:19], str(entry.get("key", "")), str(entry.get("source", "")),
@@ -598,6 +609,7 @@ def wal_timeline(
     `pgdr undo public.orders --before XID` (or `pgdr recover --to-xid XID --clean` for the whole cluster)."""
     from pgdr.actions.timeline import Filters, timeline
     from pgdr.preflight import printable  # names from the catalog: control characters escaped, on one line
+    from pgdr.redact import redact
     from pgdr.wal.names import Transaction
 
     context = make_context(ctx, json_mode=as_json)
@@ -647,7 +659,6 @@ def _terminate(signal_number: int, frame: object) -> None:
 def main() -> None:
     started = datetime.now(UTC)
     signal.signal(signal.SIGTERM, _terminate)
-    return_large_buffers_to_the_os()
     command = typer.main.get_command(app)
     try:
         result = command.main(standalone_mode=False, prog_name="pgdr")
@@ -657,9 +668,13 @@ def main() -> None:
     except typer.Exit as exit_request:
         sys.exit(exit_request.exit_code)
     except (KeyboardInterrupt, typer.Abort):
+        from pgdr.ui import Output
+
         Output().error(Interrupted("interrupted").message, "nothing half-written is kept; run the command again")
         sys.exit(ExitCode.INTERRUPTED)
     except PgdrError as error:
+        from pgdr.ui import Output
+
         Output().error(error.message, error.hint)
         sys.exit(error.exit_code)
     except typer.TyperException as error:  # bad usage: unknown option, missing argument
@@ -668,6 +683,8 @@ def main() -> None:
     except Exception as error:  # noqa: BLE001 - last resort: one redacted line, traceback only on request
         if os.environ.get("PGDR_DEBUG"):
             raise
+        from pgdr.ui import Output
+
         Output().error(f"unexpected error after {(datetime.now(UTC) - started).total_seconds():.0f}s: "
                        f"{type(error).__name__}: {error}", "re-run with PGDR_DEBUG=1 for the traceback and report it")
         sys.exit(ExitCode.UNEXPECTED)

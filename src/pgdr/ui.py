@@ -1,6 +1,8 @@
 """Output for people at 3 a.m.: one summary line per step, progress bars on a terminal, nothing secret.
 
 Every line goes through the redactor. With --json, human lines go to stderr so stdout stays machine-readable.
+rich is imported when the first line is printed (its console), the first table is made or a progress bar is shown,
+not when this module is: `pgdr --version` and `--help` never pay for it (tests/unit/test_startup_imports.py).
 """
 
 from __future__ import annotations
@@ -8,25 +10,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pgdr.redact import redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
 
 
 def make_console(stderr: bool) -> Console:
     """Wide when not on a terminal, so backup keys are never cut in logs and pipes."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if stream.isatty() else 200)
 
@@ -43,12 +41,30 @@ class ProgressHandle:
             self._progress.advance(self._task, amount)
 
 
+def make_table(*headers: str) -> Table:
+    from rich.table import Table
+
+    return Table(*headers)
+
+
 @dataclass
 class Output:
     quiet: bool = False
     json_mode: bool = False
-    console: Console = field(default_factory=lambda: make_console(stderr=False))
-    error_console: Console = field(default_factory=lambda: make_console(stderr=True))
+    given_console: Console | None = None
+    given_error_console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self.given_console is None:
+            self.given_console = make_console(stderr=False)
+        return self.given_console
+
+    @property
+    def error_console(self) -> Console:
+        if self.given_error_console is None:
+            self.given_error_console = make_console(stderr=True)
+        return self.given_error_console
 
     @property
     def _human(self) -> Console:
@@ -89,6 +105,15 @@ class Output:
         if self.quiet or self.json_mode or not self.error_console.is_terminal:
             yield ProgressHandle()
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
         columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeElapsedColumn()]
         with Progress(*columns, console=self.error_console, transient=True) as progress:

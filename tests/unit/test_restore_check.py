@@ -29,7 +29,7 @@ SQL = b"SELECT 1;\n" * 5000 + b"--\n-- PostgreSQL database cluster dump complete
 
 def context(local_dir: Path) -> SimpleNamespace:
     console = Console(file=io.StringIO(), width=300)
-    return SimpleNamespace(output=Output(console=console, error_console=console),
+    return SimpleNamespace(output=Output(given_console=console, given_error_console=console),
                            settings=SimpleNamespace(backup=SimpleNamespace(dir=local_dir)))
 
 

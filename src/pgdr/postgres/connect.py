@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psycopg
-
 from pgdr.errors import AuthenticationFailed, PgdrError, RestoreFailed, ServerUnreachable
 from pgdr.redact import register_secret
 
 if TYPE_CHECKING:
+    import psycopg
+
     from pgdr.run import RunAs
 
 HINT_PASSWORD = "run `pgdr secrets pull && pgdr init` to reset passwords from the secret store"
@@ -114,6 +114,8 @@ def translate_error(error: psycopg.Error, endpoint: Endpoint) -> PgdrError:
 
 
 def connect(endpoint: Endpoint, autocommit: bool = True) -> psycopg.Connection:
+    import psycopg  # here, not at the top: commands that never connect (list, --help) start faster
+
     if endpoint.password:
         register_secret(endpoint.password)
     try:

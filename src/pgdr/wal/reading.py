@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import psycopg
-
 from pgdr.catalog import BackupRecord, complete_chains, list_backups
 from pgdr.context import Context
 from pgdr.errors import IntegrityError, PgdrError
@@ -113,6 +111,8 @@ def windows(context: Context, targets: Sequence[str], now: datetime | None = Non
 
 def slot_active(context: Context) -> bool | None:
     """Whether wal.slot is in use on the server; None when the server cannot be asked or the slot does not exist."""
+    import psycopg
+
     try:
         with session(context.superuser_endpoint()) as connection:
             row = connection.execute("SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",

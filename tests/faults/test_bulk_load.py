@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from end_to_end.e2e_helpers import on_major
 from faults.fault_helpers import (
     cluster_project,
     data_dir,
@@ -48,10 +49,10 @@ def live() -> Iterator[Project]:
         yield project
 
 
-def settings_of(server) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def settings_of(server, names: tuple[str, ...] = OBSERVED) -> dict[str, str]:  # type: ignore[no-untyped-def]
     with server.connect() as connection:
         rows = connection.execute("SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY(%s)",
-                                  (list(OBSERVED),)).fetchall()
+                                  (list(names),)).fetchall()
     return dict(rows)
 
 
@@ -229,3 +230,17 @@ def test_an_external_server_is_never_restarted_nor_given_the_bulk_settings(workd
     assert settings_of(project) == before
     assert postmaster_pid(pg_server.data_dir) == pid
     assert count_orders(project) == 200
+
+
+def test_on_the_newest_major_the_bulk_load_starts_without_wal_summaries_and_they_come_back():
+    """PostgreSQL 17+ refuses to start with summarize_wal on and wal_level minimal: the restore completing with
+    wal_level minimal shows the bulk load turned it off; afterwards it is on again (pgdr up's setting)."""
+    with cluster_project(settings="{ synchronous_commit = false }") as project:
+        environment = on_major(project, "newest")
+        load_sample_data(project, 500)
+        project.ok("backup", env=environment)
+        result = project.ok("restore", "latest", "--clean", "--yes", env=environment)
+        assert "wal_level minimal" in result.stdout + result.stderr
+        assert settings_of(project, (*OBSERVED, "summarize_wal")) == {**NORMAL, "summarize_wal": "on"}
+        assert restore_record(project)["status"] == "complete"
+        assert count_orders(project) == 500

@@ -167,6 +167,26 @@ def test_pgdr_killed_during_the_load_leaves_it_incomplete_said_by_status_and_men
     assert "bulk-load" not in live.ok("status").stderr
 
 
+def test_a_server_stopped_while_on_the_bulk_settings_is_synced_before_up_starts_it_with_the_normal_ones(live):
+    restore = HeldRestore(live)
+    os.kill(restore.process.pid, signal.SIGKILL)
+    restore.process.wait(timeout=30)
+    kill_group(restore.process)
+    live.ok("down")
+    assert marked(live)
+
+    seen = mark_file(live.root.parent, "sync-seen")
+    up = live.ok("up", env={"PGDR_POSTGRES__BIN_DIR": str(sync_recording_bin_dir(live.root.parent)),
+                            "FAULT_SYNC_SEEN": str(seen)})
+    assert "last ran with the bulk-load settings" in up.stderr + up.stdout
+    assert seen.read_text().split() == ["stopped"]
+    assert settings_of(live) == NORMAL
+    assert not marked(live)
+    assert restore_record(live)["status"] == "incomplete"
+    live.ok("restore", "latest", "--clean", "--yes")
+    assert count_orders(live) == ROWS
+
+
 def test_wal_streamed_from_the_cluster_keeps_wal_level_during_the_load(live):
     with live.connect() as connection:
         connection.execute("SELECT pg_catalog.pg_create_physical_replication_slot('bulk_load_test')")

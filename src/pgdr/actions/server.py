@@ -43,12 +43,8 @@ def up(context: Context) -> None:
     if not cluster.exists():
         context.output.step(f"Creating a new cluster in {cluster.data_dir}")
         cluster.initialise(superuser_password_for_new_cluster(context))
-    if cluster.is_running() and cluster.bulk_load_settings_written():
-        context.output.warn("PostgreSQL runs with the bulk-load settings of a restore that did not finish (fsync off): "
-                            "restarting it with the normal settings")
-        cluster.stop()
-        if not fsync_is_off(context.settings.postgres.settings):
-            cluster.sync_to_disk()
+    if cluster.bulk_load_settings_written():
+        _leave_bulk_load(context)
     elif cluster.is_running():
         context.output.success(f"PostgreSQL already running on port {context.settings.postgres.port}")
         return
@@ -58,6 +54,21 @@ def up(context: Context) -> None:
         f"PostgreSQL {cluster.tools().major} running on "
         f"{context.settings.postgres.host}:{context.settings.postgres.port}"
     )
+
+
+def _leave_bulk_load(context: Context) -> None:
+    """The last start was a restore's bulk load that did not finish (pgdr was killed): what it wrote with fsync off
+    is forced to disk before the server starts again with the normal settings."""
+    cluster = context.cluster
+    if cluster.is_running():
+        context.output.warn("PostgreSQL runs with the bulk-load settings of a restore that did not finish (fsync off): "
+                            "restarting it with the normal settings")
+        cluster.stop()
+    else:
+        context.output.warn("PostgreSQL last ran with the bulk-load settings of a restore that did not finish: "
+                            "syncing it to disk and starting it with the normal settings")
+    if not fsync_is_off(context.settings.postgres.settings):
+        cluster.sync_to_disk()
 
 
 def down(context: Context) -> None:

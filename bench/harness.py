@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from clusters import (
 )
 from components import table as components_table
 from generate import SIZES, Target, generate, parse_size, passfile
-from measure import CaseFailed, Result, Stage, run_pipeline
+from measure import CaseFailed, Result, Server, Stage, run_pipeline
 from report import (
     DUMP,
     DUMP_GZIP,
@@ -261,12 +261,12 @@ def variant_env(variant: str) -> dict[str, str]:
 
 
 def run_pgdr(bench: Bench, project: Project, args: list[str], env: dict[str, str], children: str,
-             config: Path | None = None, servers: dict[str, int | None] | None = None) -> Result:
+             config: Path | None = None, servers: Mapping[str, Server | None] | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="pgdr-bench-rusage-") as scratch:
         rusage = Path(scratch) / "rusage.json"
         stage = Stage("pgdr", project.argv(*args, config=config, rusage_file=rusage), rusage, children)
         return run_pipeline([stage], env=project.environment(env), timeout=bench.timeout, cwd=project.root,
-                            capture_output=True, servers={SERVER: project.pid()} | (servers or {}))
+                            capture_output=True, servers={SERVER: project.pid, **(servers or {})})  # restarts too
 
 
 def case_pgdr_backup(variant: str) -> Callable[[Bench, Round], Result]:

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -83,6 +83,13 @@ class Result:
 def machine_busy_seconds() -> float:
     times = psutil.cpu_times()
     return float(times.user + times.nice + times.system + getattr(times, "irq", 0) + getattr(times, "softirq", 0))
+
+
+Server = int | Callable[[], int | None]  # a pid, or what gives the pid of the moment (a server that restarts)
+
+
+def server_pid(server: Server) -> int | None:
+    return server() if callable(server) else server
 
 
 def server_cpu_seconds(pid: int) -> float | None:
@@ -220,16 +227,23 @@ class Sampler(threading.Thread):
     postmaster and every backend, say) form one role named after it; only their run-queue wait is sampled.
     """
 
-    def __init__(self, stages: list[Stage], processes: list[subprocess.Popen[bytes]], servers: dict[str, int]
-                 ) -> None:
+    def __init__(self, stages: list[Stage], processes: list[subprocess.Popen[bytes]], servers: dict[str, Server],
+                 cpu_before: dict[str, float | None]) -> None:
         super().__init__(daemon=True)
         self.roots = [(process.pid, stage) for stage, process in zip(stages, processes, strict=True)]
         self.servers, self.done = servers, threading.Event()
         self.peaks: dict[str, float] = {}
         self.waits: dict[int, tuple[str, int, int]] = {}  # pid -> role, first seen, last seen (ns)
+        # a server's CPU per postmaster it had: a restore that restarts the server (a bulk load) has several; the
+        # first one's CPU from before the case is left out
+        self.server_cpu: dict[str, dict[int, tuple[float, float]]] = {}  # name -> pid -> (at start, last seen)
         for name, server in servers.items():
-            for pid in [server, *descendants(server)]:
-                self._wait(pid, name, baseline=True)
+            pid = server_pid(server)
+            before = cpu_before.get(name)
+            if pid is not None and before is not None:
+                self.server_cpu[name] = {pid: (before, before)}
+            for each in [pid, *descendants(pid)] if pid is not None else []:
+                self._wait(each, name, baseline=True)
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_SECONDS):
@@ -241,8 +255,27 @@ class Sampler(threading.Thread):
             for child in descendants(root):
                 self._sample(child, stage.children_name if stage.rusage_file else stage.name, root=False)
         for name, server in self.servers.items():
-            for pid in [server, *descendants(server)]:
-                self._wait(pid, name, baseline=False)
+            pid = server_pid(server)
+            if pid is None:
+                continue
+            self._server_cpu(name, pid)
+            for each in [pid, *descendants(pid)]:
+                self._wait(each, name, baseline=False)
+
+    def _server_cpu(self, name: str, pid: int) -> None:
+        seconds = server_cpu_seconds(pid)
+        if seconds is not None:
+            known = self.server_cpu.setdefault(name, {})
+            start = known[pid][0] if pid in known else 0.0
+            known[pid] = (start, max(seconds, known[pid][1] if pid in known else 0.0))
+
+    def server_seconds(self) -> dict[str, float]:
+        """Each server's CPU during the case, summed over its postmasters (read once more at the end)."""
+        for name, server in self.servers.items():
+            pid = server_pid(server)
+            if pid is not None:
+                self._server_cpu(name, pid)
+        return {name: sum(last - start for start, last in known.values()) for name, known in self.server_cpu.items()}
 
     def _sample(self, pid: int, role: str, root: bool) -> None:
         if not root:
@@ -279,13 +312,14 @@ def _tail(handle: IO[bytes]) -> str:
 
 
 def run_pipeline(stages: list[Stage], *, env: dict[str, str], timeout: float, cwd: Path | None = None,
-                 stdin: Path | None = None, stdout: Path | None = None, servers: dict[str, int | None] | None = None,
-                 capture_output: bool = False) -> Result:
+                 stdin: Path | None = None, stdout: Path | None = None,
+                 servers: Mapping[str, Server | None] | None = None, capture_output: bool = False) -> Result:
     """Run stages[0] | stages[1] | ... and measure; CaseFailed if any stage fails (the others are ended).
 
-    servers: name -> pid of the servers the pipeline talks to (their CPU is measured too; None: not running).
+    servers: name -> the servers the pipeline talks to (their CPU is measured too): a pid (None: not running), or a
+    function giving the pid of the moment, for a server the case restarts.
     """
-    watched = {name: pid for name, pid in (servers or {}).items() if pid is not None}
+    watched = {name: server for name, server in (servers or {}).items() if server is not None}
     lines: list[tuple[float, str]] = []
     with tempfile.TemporaryDirectory(prefix="pgdr-bench-") as scratch:
         stderr_files = [open(Path(scratch) / f"stderr-{index}", "w+b") for index in range(len(stages))]
@@ -294,12 +328,13 @@ def run_pipeline(stages: list[Stage], *, env: dict[str, str], timeout: float, cw
         processes: list[subprocess.Popen[bytes]] = []
         reader = None
         try:
-            servers_before = {name: server_cpu_seconds(pid) for name, pid in watched.items()}
+            servers_before = {name: server_cpu_seconds(pid) if (pid := server_pid(server)) is not None else None
+                              for name, server in watched.items()}
             busy_before = machine_busy_seconds()
             started = time.monotonic()
             processes = _start(stages, source, subprocess.PIPE if capture_output else sink, env, cwd, stderr_files,
                                merge_last_stderr=capture_output)
-            sampler = Sampler(stages, processes, watched)
+            sampler = Sampler(stages, processes, watched, servers_before)
             sampler.start()
             if capture_output and processes[-1].stdout is not None:
                 reader = threading.Thread(target=_read_lines, args=(processes[-1].stdout, started, lines), daemon=True)
@@ -315,7 +350,7 @@ def run_pipeline(stages: list[Stage], *, env: dict[str, str], timeout: float, cw
             if reader is not None:
                 reader.join(timeout=10)
             time.sleep(0.3)  # let the server reap the backend that served us before reading its CPU
-            servers_after = {name: server_cpu_seconds(pid) for name, pid in watched.items()}
+            server_cpu = sampler.server_seconds()
             stderr = {stage.name: _tail(handle) for stage, handle in zip(stages, stderr_files, strict=True)}
             _check(stages, processes, stderr, lines)
         finally:
@@ -326,8 +361,6 @@ def run_pipeline(stages: list[Stage], *, env: dict[str, str], timeout: float, cw
     cpu: dict[str, float] = {}
     for stage, process in zip(stages, processes, strict=True):
         cpu |= _cpu(stage, usages[process.pid], peaks)
-    server_cpu = {name: after - before for name, before in servers_before.items()
-                  if before is not None and (after := servers_after[name]) is not None}
     stderr = {name: text for name, text in stderr.items() if text}
     return Result(wall, cpu, peaks, server_cpu, busy, waits, lines, stderr)
 

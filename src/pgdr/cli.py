@@ -154,6 +154,8 @@ def _print_status(output: Output, report: object) -> None:
             output.info(f"  {database['name']:<30} {human_size(database['size']):>10}")
     else:
         output.warn(f"Server: not reachable: {data['problem']}")
+    for warning in data.get("warnings", []):
+        output.warn(warning)
     newest = data["newest_backup"]
     if newest:
         output.info(f"Newest backup: {newest['key']} ({newest['target']}, {human_size(newest['size'])}, "

@@ -1,23 +1,32 @@
 """pgdr restore's steps: choose the backup, check it completely and the target's offer before the server is
 touched, then restore it in its format and put back what pg_dumpall leaves out.
 
+A whole restore into the managed cluster is a bulk load (pgdr.postgres.bulk_load): the server is restarted with
+fsync off and the WAL kept to a minimum, and is stopped, synced to disk and started with its normal settings again
+before the restore is recorded complete, also when the load fails. Never on an external server, and never for
+--database (the other databases are live).
+
 The order, with the refusal of live data and the --clean sequence between prepare and apply, is
 pgdr.runbooks.restore's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pgdr.catalog import BackupRecord, find, latest, list_backups
 from pgdr.context import Context
-from pgdr.errors import IntegrityError, Interrupted, Refused, RestoreFailed, StageFailed, UsageError
+from pgdr.errors import IntegrityError, Interrupted, PgdrError, Refused, RestoreFailed, StageFailed, UsageError
 from pgdr.formats.base import BackupFormat
 from pgdr.formats.choice import of_key
 from pgdr.formats.physical import not_restorable
 from pgdr.formats.psql_feed import HINT_RETRY, describe_psql_error
 from pgdr.postgres import inventory
 from pgdr.postgres.binaries import Toolset
+from pgdr.postgres.bulk_load import bulk_settings, fsync_is_off
+from pgdr.postgres.cluster import wait_until_reachable
 from pgdr.postgres.connect import session
 from pgdr.postgres.properties import apply_properties
 from pgdr.preflight import preflight
@@ -123,8 +132,9 @@ def apply(context: Context, prepared: PreparedRestore, existing_roles: set[str],
     write_restore_record(state_dir, restore_record)
     hint = HINT_RETRY + (f"; the state from before is in safety backup {safety_key}" if safety_key else "")
     try:
-        prepared.backup_format.restore(context, prepared.toolset, storage, record, database, existing_roles)
-        _finish(context, record, database)
+        with bulk_loading(context, database) as bulk:
+            prepared.backup_format.restore(context, prepared.toolset, storage, record, database, existing_roles)
+            _finish(context, record, database, checkpoint=not bulk)
     except StageFailed as failure:
         where = f" in {failure.stage}" if failure.stage != "psql" else ""
         raise RestoreFailed(
@@ -151,12 +161,67 @@ def _say_left_out(context: Context, record: BackupRecord) -> None:
         context.output.warn(f"backup {record.key} does not hold database {item.name} ({item.reason})")
 
 
-def _finish(context: Context, record: BackupRecord, database: str | None) -> None:
+def _finish(context: Context, record: BackupRecord, database: str | None, checkpoint: bool) -> None:
     """Put back what pg_dumpall leaves out (owner, privileges, comment and settings of postgres and template1),
     then make the restore durable: its sessions commit without waiting for the WAL flush (LOAD_SESSION_OPTIONS),
-    so a checkpoint comes before the restore is recorded complete."""
+    so a checkpoint comes before the restore is recorded complete (a bulk load's clean stop is that checkpoint)."""
     endpoint = context.superuser_endpoint()
     for warning in apply_properties(endpoint, record.manifest, only=database):
         context.output.warn(warning)
-    with session(endpoint) as connection:
-        connection.execute("CHECKPOINT")
+    if checkpoint:
+        with session(endpoint) as connection:
+            connection.execute("CHECKPOINT")
+
+
+@contextmanager
+def bulk_loading(context: Context, database: str | None) -> Iterator[bool]:
+    """The load inside runs with a bulk load's settings when the target is the managed cluster and the whole backup
+    is restored (yields True); afterwards, also after a failure, the server is stopped cleanly, synced to disk and
+    started with its normal settings. Yields False, touching nothing, elsewhere."""
+    if not context.is_local or database is not None:
+        yield False
+        return
+    settings = bulk_settings(context.server_version()[0], keep_wal=wal_streamed(context))
+    cluster = context.cluster
+    kept = "wal_level kept for the WAL stream" if "wal_level" not in settings else "wal_level minimal"
+    context.output.info(f"   bulk load: the server restarts with fsync and full_page_writes off, {kept}; it is synced "
+                        "to disk and restarted with its normal settings before the restore counts as complete")
+    cluster.stop()
+    try:
+        cluster.start(extra_settings=settings, bulk_load=True)
+        wait_until_reachable(context.superuser_endpoint(), timeout=60)
+        yield True
+    except BaseException:
+        _normal_settings_after_failure(context)
+        raise
+    _normal_settings(context)
+
+
+def wal_streamed(context: Context) -> bool:
+    """WAL leaves this cluster (a replication slot, a WAL sender) or the settings archive it: the load must keep
+    wal_level (WAL written with wal_level minimal cannot be replayed, and a slot stops such a server starting)."""
+    if str(context.settings.postgres.settings.get("archive_mode", "off")).lower() in ("on", "always", "true"):
+        return True
+    with session(context.superuser_endpoint()) as connection:
+        row = connection.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots) "
+                                 "OR EXISTS (SELECT FROM pg_catalog.pg_stat_replication)").fetchone()
+    return bool(row and row[0])
+
+
+def _normal_settings(context: Context) -> None:
+    """A clean stop (the checkpoint), every file forced to disk (fsync was off), then the normal settings."""
+    cluster = context.cluster
+    cluster.stop()
+    if not fsync_is_off(context.settings.postgres.settings):
+        cluster.sync_to_disk()
+    cluster.start()
+    wait_until_reachable(context.superuser_endpoint(), timeout=60)
+
+
+def _normal_settings_after_failure(context: Context) -> None:
+    """As _normal_settings, once the load failed: that failure is the one reported, a second one is said."""
+    try:
+        _normal_settings(context)
+    except (PgdrError, OSError) as error:
+        detail = error.message if isinstance(error, PgdrError) else str(error)
+        context.output.warn(f"the server could not be restarted with its normal settings: {detail}; `pgdr up` does it")

@@ -10,8 +10,10 @@ from pgdr.catalog import list_backups
 from pgdr.context import Context
 from pgdr.errors import AuthenticationFailed, PgdrError, SecretMissing, ServerUnreachable
 from pgdr.postgres import inventory
+from pgdr.postgres.bulk_load import fsync_is_off
 from pgdr.postgres.cluster import wait_until_reachable
 from pgdr.secrets import generate_password, write_dotenv
+from pgdr.state import read_restore_record
 from pgdr.storage import open_storage
 from pgdr.wal.reading import windows
 
@@ -41,7 +43,9 @@ def up(context: Context) -> None:
     if not cluster.exists():
         context.output.step(f"Creating a new cluster in {cluster.data_dir}")
         cluster.initialise(superuser_password_for_new_cluster(context))
-    if cluster.is_running():
+    if cluster.bulk_load_settings_written():
+        _leave_bulk_load(context)
+    elif cluster.is_running():
         context.output.success(f"PostgreSQL already running on port {context.settings.postgres.port}")
         return
     cluster.start()
@@ -50,6 +54,21 @@ def up(context: Context) -> None:
         f"PostgreSQL {cluster.tools().major} running on "
         f"{context.settings.postgres.host}:{context.settings.postgres.port}"
     )
+
+
+def _leave_bulk_load(context: Context) -> None:
+    """The last start was a restore's bulk load that did not finish (pgdr was killed): what it wrote with fsync off
+    is forced to disk before the server starts again with the normal settings."""
+    cluster = context.cluster
+    if cluster.is_running():
+        context.output.warn("PostgreSQL runs with the bulk-load settings of a restore that did not finish (fsync off): "
+                            "restarting it with the normal settings")
+        cluster.stop()
+    else:
+        context.output.warn("PostgreSQL last ran with the bulk-load settings of a restore that did not finish: "
+                            "syncing it to disk and starting it with the normal settings")
+    if not fsync_is_off(context.settings.postgres.settings):
+        cluster.sync_to_disk()
 
 
 def down(context: Context) -> None:
@@ -76,9 +95,11 @@ class Status:
     data_dir: str = ""
     metrics: dict[str, Any] | None = None
     wal_windows: dict[str, dict[str, Any]] = field(default_factory=dict)  # targets with a WAL archive only
+    warnings: list[str] = field(default_factory=list)  # an unfinished restore, a bulk load's settings still on
 
     def as_json(self) -> dict[str, Any]:
-        return {name: value for name, value in self.__dict__.items() if name != "wal_windows" or value}
+        return {name: value for name, value in self.__dict__.items()
+                if name not in ("wal_windows", "warnings") or value}
 
 
 def status(context: Context) -> Status:
@@ -90,6 +111,7 @@ def status(context: Context) -> Status:
         report.databases = [{"name": name, "size": size} for name, size in inventory.database_sizes(endpoint)]
     except (ServerUnreachable, AuthenticationFailed, SecretMissing) as error:
         report.problem = f"{error.message} ({error.hint})"
+    report.warnings = restore_warnings(context)
     report.newest_backup = newest_backup(context)
     report.wal_windows = {target: found.as_json()
                           for target, found in windows(context, context.settings.backup.targets).items()}
@@ -98,6 +120,19 @@ def status(context: Context) -> Status:
 
         report.metrics = summary(context.settings.metrics.textfile)
     return report
+
+
+def restore_warnings(context: Context) -> list[str]:
+    """What an unfinished restore left: the record saying incomplete, and a server still on a bulk load's settings."""
+    warnings = []
+    record = read_restore_record(context.settings.state_dir)
+    if record is not None and not record.complete:
+        warnings.append(f"the last restore ({record.key}) did not complete: the cluster holds a partial restore; "
+                        "`pgdr restore latest --clean`, then `pgdr init`")
+    if context.is_local and context.cluster.bulk_load_settings_written():
+        warnings.append("the server was started with a restore's bulk-load settings (fsync off): `pgdr up` restarts it "
+                        "with the normal ones")
+    return warnings
 
 
 def newest_backup(context: Context) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from pgdr.concurrency import Sessions
 from pgdr.context import Context
 from pgdr.errors import ExitCode, StageFailed
+from pgdr.postgres.bulk_load import index_build_memory_mb, physical_memory
 from pgdr.run import RunAs, stream
 from pgdr.sqllexer import PsqlLexer, QuietListener, Statement
 
@@ -29,9 +30,14 @@ HINT_RETRY = "fix the cause above, then `pgdr restore latest --clean` (or `pgdr 
 
 
 def load_session_options(context: Context) -> str:
-    """LOAD_SESSION_OPTIONS for this server: with transaction_timeout off too where the server has it."""
+    """LOAD_SESSION_OPTIONS for this server: with transaction_timeout off too where the server has it; the managed
+    cluster, on this machine, gets more memory for index builds (sessions: up to jobs databases, jobs each)."""
     major, _ = context.server_version()
-    return LOAD_SESSION_OPTIONS + (" -c transaction_timeout=0" if major >= TRANSACTION_TIMEOUT_MAJOR else "")
+    options = LOAD_SESSION_OPTIONS + (" -c transaction_timeout=0" if major >= TRANSACTION_TIMEOUT_MAJOR else "")
+    if context.is_local:
+        memory = index_build_memory_mb(physical_memory(), jobs(context) ** 2)
+        options = options.replace("maintenance_work_mem=256MB", f"maintenance_work_mem={memory}MB")
+    return options
 
 
 def jobs(context: Context) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from pgdr.config import PostgresSettings
 from pgdr.errors import BinariesError, ClusterError, ExitCode, Refused, ServerUnreachable, StageFailed
 from pgdr.postgres.binaries import INSTALLATION, Toolset, find_toolsets, relocated_embedded
+from pgdr.postgres.bulk_load import BULK_LOAD_MARK, is_marked
 from pgdr.postgres.connect import Endpoint, is_reachable
 from pgdr.run import RunAs, child_environment, run
 
@@ -27,9 +28,10 @@ MAX_SOCKET_PATH = 100
 CONFIG_INCLUDE = "include_if_exists = 'pgdr.conf'"
 
 
-def server_settings_text(settings: dict[str, object]) -> str:
-    """postgresql.conf lines; strings quoted, booleans on/off."""
-    lines = ["# Written by pgdr on every `pgdr up`; edit [postgres] settings in pgdr.toml instead."]
+def server_settings_text(settings: dict[str, object], mark: str | None = None) -> str:
+    """postgresql.conf lines; strings quoted, booleans on/off; mark: a comment line saying why (a bulk load)."""
+    lines = ["# Written by pgdr on every `pgdr up`; edit [postgres] settings in pgdr.toml instead.",
+             *([mark] if mark else [])]
     for name, value in settings.items():
         if isinstance(value, bool):
             text = "on" if value else "off"
@@ -223,8 +225,9 @@ class LocalCluster:
         if CONFIG_INCLUDE not in text:
             config.write_text(text + "\n" + CONFIG_INCLUDE + "\n")
 
-    def write_server_settings(self, extra: dict[str, object] | None = None) -> None:
-        """pgdr.conf: where the server listens, the user's postgres.settings, then `extra` (a recovery's)."""
+    def write_server_settings(self, extra: dict[str, object] | None = None, bulk_load: bool = False) -> None:
+        """pgdr.conf: where the server listens, the user's postgres.settings, then `extra` (a recovery's, or a bulk
+        load's: then marked as such, see pgdr.postgres.bulk_load)."""
         values: dict[str, object] = {
             "listen_addresses": self.settings.host,
             "port": self.settings.port,
@@ -240,8 +243,23 @@ class LocalCluster:
         values.update(self.settings.settings)
         values.update(extra or {})
         target = self.data_dir / "pgdr.conf"
-        target.write_text(server_settings_text(values))
+        target.write_text(server_settings_text(values, BULK_LOAD_MARK if bulk_load else None))
         self._own(target, 0o600)
+
+    def bulk_load_settings_written(self) -> bool:
+        """pgdr.conf holds a bulk load's settings: a restore started the server with them and has not put the normal
+        ones back (pgdr killed during the load)."""
+        try:
+            return is_marked((self.data_dir / "pgdr.conf").read_text())
+        except OSError:
+            return False
+
+    def sync_to_disk(self) -> None:
+        """Every file of the stopped cluster forced to disk (initdb --sync-only), as PostgreSQL's documentation asks
+        before fsync is turned back on: a load with fsync off left its writes in the kernel's cache."""
+        run([self.tools().path("initdb"), "--sync-only", "--pgdata", str(self.data_dir)], stage="initdb --sync-only",
+            run_as=self.run_as, environment=self._environment(), timeout=3600,
+            hint="check the data directory's disk", exit_code=ExitCode.CLUSTER)
 
     def is_running(self) -> bool:
         if not self.exists():
@@ -250,11 +268,13 @@ class LocalCluster:
                         stage="pg_ctl status", run_as=self.run_as, environment=self._environment(), check=False)
         return completed.returncode == 0
 
-    def start(self, wait: bool = True, extra_settings: dict[str, object] | None = None) -> None:
+    def start(self, wait: bool = True, extra_settings: dict[str, object] | None = None,
+              bulk_load: bool = False) -> None:
         """Start the server; wait=False returns once it is launched (a recovery that replays WAL for longer than
-        pg_ctl's timeout is watched by its caller instead)."""
+        pg_ctl's timeout is watched by its caller instead). pgdr.conf is written anew each time: without
+        extra_settings, the server runs with the normal settings whatever the last start had."""
         self._prepare_folders()
-        self.write_server_settings(extra_settings)
+        self.write_server_settings(extra_settings, bulk_load)
         argv = [self.tools().path("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
                 *(["-w", "-t", "120"] if wait else ["-W"])]
         try:
@@ -266,11 +286,17 @@ class LocalCluster:
             ) from failure
 
     def stop(self) -> None:
+        """A fast shutdown (with its checkpoint). A server that died meanwhile (killed: pg_ctl finds its pid file but
+        no process and says "server does not shut down") counts as stopped; its next start recovers from the crash."""
         if not self.is_running():
             return
-        run([self.tools().path("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "120"],
-            stage="pg_ctl stop", run_as=self.run_as, environment=self._environment(), timeout=180,
-            exit_code=ExitCode.CLUSTER)
+        try:
+            run([self.tools().path("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "120"],
+                stage="pg_ctl stop", run_as=self.run_as, environment=self._environment(), timeout=180,
+                exit_code=ExitCode.CLUSTER)
+        except StageFailed:
+            if self.postmaster_pid() is not None:
+                raise
 
     def stop_immediately(self) -> None:
         """Stop without a checkpoint (pg_ctl stop -m immediate): a recovery going wrong must not open the cluster."""

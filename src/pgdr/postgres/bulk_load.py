@@ -1,0 +1,80 @@
+"""The server settings of a bulk load: what a restore into a cluster pgdr owns runs with, and why it is safe.
+
+A whole restore into the managed cluster (local mode, `pgdr recover`, a drill's scratch cluster) creates that
+cluster's contents from a backup that stays where it is: if the machine dies during the load, the restore is done
+again, so the load need not be crash-safe, only its end. pgdr.actions.restore therefore restarts the server with
+these settings, loads, stops it cleanly, forces every file of the data directory to disk (`initdb --sync-only`,
+what PostgreSQL's documentation asks after running with fsync off) and starts it again with the normal settings,
+and only then records the restore complete.
+
+What a crash leaves:
+- pgdr killed during the load: the server keeps running with these settings, the restore record says incomplete,
+  and pgdr.conf carries BULK_LOAD_MARK; `pgdr up` restarts the server with the normal settings, `pgdr status`
+  says so, and `pgdr restore --clean` restores again.
+- the server killed during the load: the restore fails (incomplete), pgdr starts it again with the normal
+  settings (crash recovery replays what the WAL has; the tables a failed load created are cleaned up with it).
+- the machine down during the load: with fsync off the data directory may be damaged; the record says incomplete,
+  and the way out is a new cluster (`pgdr clean hard --yes`, `pgdr up`, restore again).
+Every start by pgdr (LocalCluster.start) writes pgdr.conf anew without these settings, so the normal settings come
+back with the next `pgdr up` whatever happened.
+
+wal_level = minimal (with max_wal_senders = 0) lets the load skip the WAL for relations created in the same
+transaction (index builds, the tables of a single-transaction load): it is used unless WAL is streamed from this
+cluster (a replication slot or a WAL sender), since PostgreSQL cannot replay WAL across a stretch written with
+wal_level = minimal; then wal_level stays replica and the archive goes on.
+"""
+
+from __future__ import annotations
+
+import os
+
+BULK_LOAD_MARK = "# pgdr: bulk load in progress (a restore); `pgdr up` restarts the server with the normal settings"
+SUMMARIZE_WAL_MAJOR = 17  # summarize_wal exists from 17 and needs wal_level replica
+
+# Written to disk only at the end (stop, initdb --sync-only); no checkpoint during the load (max_wal_size,
+# checkpoint_timeout); autovacuum would vacuum and analyze each table while the next one loads, competing for the
+# same cores: it runs after the restart instead.
+LOAD_SETTINGS: dict[str, object] = {
+    "fsync": False,
+    "full_page_writes": False,
+    "synchronous_commit": False,
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "1h",
+    "autovacuum": False,
+}
+
+
+def bulk_settings(major: int, keep_wal: bool) -> dict[str, object]:
+    """The settings a bulk load runs with, on top of the cluster's own (pgdr.conf). keep_wal: WAL is streamed from
+    this cluster, so wal_level and the WAL senders stay as they are."""
+    settings = dict(LOAD_SETTINGS)
+    if not keep_wal:
+        settings.update(wal_level="minimal", max_wal_senders=0, archive_mode=False)
+        if major >= SUMMARIZE_WAL_MAJOR:
+            settings["summarize_wal"] = False
+    return settings
+
+
+def index_build_memory_mb(physical_memory: int, sessions: int) -> int:
+    """maintenance_work_mem of each restore session on a server on this machine: a quarter of its memory shared by
+    the sessions that may build indexes at once, between 256 MB (what every restore gets) and 1 GB (measured on the
+    bench's biggest database: its GIN and btree builds took 5% less server CPU with 1 GB than with 256 MB)."""
+    return max(256, min(1024, physical_memory // 4 // max(1, sessions) // 2**20))
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine; 0 where it cannot be read (the floor of index_build_memory_mb applies)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+def fsync_is_off(settings: dict[str, str | int | float | bool]) -> bool:
+    """The cluster's normal settings (postgres.settings) turn fsync off: a sync after the load adds nothing."""
+    return str(settings.get("fsync", "on")).lower() in ("off", "false", "0", "no")
+
+
+def is_marked(config_text: str) -> bool:
+    """pgdr.conf was written for a bulk load: the server may still run with its settings."""
+    return BULK_LOAD_MARK in config_text.splitlines()

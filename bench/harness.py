@@ -487,14 +487,14 @@ def attempt(bench: Bench, state: Round, name: str, case: Case) -> None:
         result = case(bench, state)
     except (CaseFailed, SetupFailed) as error:
         state.errors[name] = str(error)[-3000:]
-        log(f"  {name:<28} FAILED: {str(error)[:600]}")
+        log(f"  {name:<34} FAILED: {str(error)[:600]}")
         return
     state.results[name] = result
     settle()
     size = f"{result.output_bytes / 1e6:9.1f} MB" if result.output_bytes else ""
     checked = result.extra.get("restored_rows_match")
     rows = "" if checked is None else "  rows match" if checked else "  ROWS DIFFER"
-    log(f"  {name:<28} {result.wall_s:8.2f} s{size}{rows}")
+    log(f"  {name:<34} {result.wall_s:8.2f} s{size}{rows}")
 
 
 def run_round(bench: Bench, index: int) -> Round:
@@ -601,7 +601,7 @@ def run_cluster(args: argparse.Namespace, label: str, size: int, folder: Path, r
     run = ClusterRun(label, size, results, data, summaries, report.target_checks(summaries, size) if plan is None
                      else [])
     if plan is not None:
-        run.many_checks = many.checks({entry.name: entry.wall_s for entry in summaries})
+        run.many_checks = many.checks(summaries)
     log(f"\n{label}. " + data_line(data) + "\n\n" + report.tables(summaries))
     log("\n" + (report.targets_text(run.checks, size) if plan is None else many.text(run.many_checks)))
     if components_mb > 0:
@@ -694,7 +694,8 @@ def final_text(startup_result: dict[str, object] | None, clusters: list[ClusterR
                   f" ({entry.pgdr_cpu_per_gb_net:.2f} less start-up)" if entry.pgdr_cpu_per_gb_net is not None else "")
                   for entry in run.summaries if entry.pgdr_cpu_per_gb is not None]
         lines.append(report.targets_text(run.checks, run.size) if run.checks else many.text(run.many_checks))
-    lines.append("\n" + guarantees.text(guarantee_rows))
+    if clusters:
+        lines.append("\n" + guarantees.text(guarantee_rows))
     return "\n".join(lines)
 
 

@@ -175,24 +175,24 @@ def fmt(value: float | None, pattern: str = "{:.2f}") -> str:
 
 
 def tables(summaries: list[CaseSummary]) -> str:
-    lines = [f"{'case':<28} {'wall s':>7} {'min-max':>11} {'ratio':>6}  {'vs':<24} {'size MB':>8} "
+    lines = [f"{'case':<34} {'wall s':>7} {'min-max':>11} {'ratio':>6}  {'vs':<24} {'size MB':>8} "
              f"{'RSS MB pgdr':>11} {'child':>6} {'pgdr CPU s/GB':>13}"]
     for entry in summaries:
         size = entry.output_bytes / 1e6 if entry.output_bytes else None
         spread = f"{entry.wall_min_s:.1f}-{entry.wall_max_s:.1f}"
         reference = (entry.reference or "").replace(" > /dev/null", "")
-        lines.append(f"{entry.name:<28} {entry.wall_s:>7.2f} {spread:>11} {fmt(entry.ratio, '{:.2f}x'):>6}  "
+        lines.append(f"{entry.name:<34} {entry.wall_s:>7.2f} {spread:>11} {fmt(entry.ratio, '{:.2f}x'):>6}  "
                      f"{reference:<24} {fmt(size, '{:.1f}'):>8} {fmt(entry.pgdr_rss_mb, '{:.0f}'):>11} "
                      f"{fmt(entry.child_rss_mb, '{:.0f}'):>6} {fmt(entry.pgdr_cpu_per_gb, '{:.2f}'):>13}"
                      + (f"  ({entry.failures} failed)" if entry.failures else "")
                      + ("  ROWS DIFFER" if entry.rows_match is False else ""))
-    lines += ["", f"{'case':<28} CPU s + s waiting for a core, by process (medians) | other processes' CPU s"]
+    lines += ["", f"{'case':<34} CPU s + s waiting for a core, by process (medians) | other processes' CPU s"]
     for entry in summaries:
         parts = ", ".join(f"{part} {seconds:.1f}+{entry.waiting_s.get(part, 0.0):.1f}"
                           for part, seconds in entry.cpu_s.items())
         phases = f"; check {entry.phases_s['check']:.1f} s before restoring" if "check" in entry.phases_s else ""
-        lines.append(f"{entry.name:<28} {parts} | {entry.other_cpu_s:.1f}{phases}")
-        lines.append(f"{'':<28} -> {entry.bottleneck}")
+        lines.append(f"{entry.name:<34} {parts} | {entry.other_cpu_s:.1f}{phases}")
+        lines.append(f"{'':<34} -> {entry.bottleneck}")
     return "\n".join(lines)
 
 

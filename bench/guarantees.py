@@ -64,17 +64,17 @@ def fsync_cost(sample: Path, folder: Path, repeat: int = 3) -> dict[str, float]:
             if completed.returncode != 0:
                 raise RuntimeError(f"guarantees.py --one failed: {completed.stderr[-500:]}")
             runs[durable].append(json.loads(completed.stdout))
-    durable = {name: statistics.median(run[name] for run in runs[True]) for name in runs[True][0]}
+    safe = {name: statistics.median(run[name] for run in runs[True]) for name in runs[True][0]}
     plain = {name: statistics.median(run[name] for run in runs[False]) for name in runs[False][0]}
-    gigabytes = durable["bytes"] / 1e9
-    return {"written_mb": round(durable["bytes"] / 1e6, 1), "runs": max(1, repeat),
-            "durable_wall_s_per_gb": round(durable["wall_s"] / gigabytes, 3),
+    gigabytes = safe["bytes"] / 1e9
+    return {"written_mb": round(safe["bytes"] / 1e6, 1), "runs": max(1, repeat),
+            "durable_wall_s_per_gb": round(safe["wall_s"] / gigabytes, 3),
             "plain_wall_s_per_gb": round(plain["wall_s"] / gigabytes, 3),
-            "durable_cpu_s_per_gb": round(durable["cpu_s"] / gigabytes, 3),
+            "durable_cpu_s_per_gb": round(safe["cpu_s"] / gigabytes, 3),
             "plain_cpu_s_per_gb": round(plain["cpu_s"] / gigabytes, 3),
-            "fsync_wall_s_per_gb": round((durable["wall_s"] - plain["wall_s"]) / gigabytes, 3),
-            "fsync_cpu_s_per_gb": round((durable["cpu_s"] - plain["cpu_s"]) / gigabytes, 3),
-            "commit_wall_s": round(durable["commit_wall_s"], 3)}
+            "fsync_wall_s_per_gb": round((safe["wall_s"] - plain["wall_s"]) / gigabytes, 3),
+            "fsync_cpu_s_per_gb": round((safe["cpu_s"] - plain["cpu_s"]) / gigabytes, 3),
+            "commit_wall_s": round(safe["commit_wall_s"], 3)}
 
 
 def step(rows: list[dict[str, object]], *words: str) -> dict[str, object] | None:

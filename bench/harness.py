@@ -191,7 +191,7 @@ def make_bench(args: argparse.Namespace, size: int, folder: Path, plan: list[Pla
     folder.chmod(0o755)
     backups = folder / "backups"
     backups.mkdir(exist_ok=True)
-    databases = [] if plan is not None else None  # the many-database project provisions no application roles
+    databases: list[str] | None = [] if plan is not None else None  # many databases: no application roles
     source = Project.open(folder / "source", bin_dir, backups, args.reuse, databases)
     target = Project.open(folder / "target", bin_dir, backups, args.reuse, databases)
     scratch = ScratchCluster(folder / "scratch", free_port(), bin_dir)

@@ -82,7 +82,7 @@ class CaseSummary:
 def reference_of(case: str) -> str | None:
     if case == S3_BACKUP:
         return S3_REFERENCE
-    if case.startswith("pgdr restore"):
+    if case.startswith("pgdr restore") and "biggest" not in case:  # one database against all: no ratio
         return RESTORE_BASELINE
     if case.startswith("pgdr backup") or case == DUMP_GZIP:
         return DUMP

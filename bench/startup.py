@@ -103,9 +103,10 @@ def prepare(folder: Path) -> dict[str, list[str]]:
 
 
 def environment() -> dict[str, str]:
-    """Ours without what would steer pgdr, and no terminal: what a script or a cron job sees."""
+    """Ours without what would steer pgdr or libpq, and no terminal: what a script or a cron job sees. PYTHONPATH
+    stays: a run may measure another checkout's src that way, as the harness's cases do."""
     kept = {name: value for name, value in os.environ.items()
-            if not name.startswith(("PG", "PGDR_", "AWS_", "PYTHON")) and name != "DATABASE_URL"}
+            if not name.startswith(("PG", "PGDR_", "AWS_")) and name != "DATABASE_URL"}
     return kept | {"NO_COLOR": "1", "COLUMNS": "120"}
 
 
@@ -178,7 +179,8 @@ def target_checks(summary: dict[str, dict[str, float]], argvs: dict[str, list[st
                                     "limit": limit, "met": measured <= limit, "issue": 17}
         if measured > limit:
             imports = top_imports(argvs[name], cwd)
-            check["bottleneck"] = ("imports (self time by package, one run): "
+            check["bottleneck"] = (f"CPU {summary[name]['cpu_s']:.3f} s of the {measured:.3f} s (the rest: waiting "
+                                   "for a core or the disk); imports (self time by package, one run): "
                                    + ", ".join(f"{package} {seconds:.3f} s" for package, seconds in imports)
                                    + f"; the interpreter alone: {summary[PYTHON_FLOOR]['wall_s']:.3f} s")
         checks.append(check)

@@ -107,7 +107,8 @@ class Bench:
 
     @property
     def timeout(self) -> float:
-        return float(self.args.case_timeout or 120 + 360 * self.size / 1e9)
+        """Seconds a case may take: by size, and 10 s a database more for the many-database cluster."""
+        return float(self.args.case_timeout or 120 + 360 * self.size / 1e9 + 10 * len(self.plan or []))
 
     def client_env(self, server: Target) -> dict[str, str]:
         """libpq environment for a baseline pipeline; the password in a 0600 PGPASSFILE."""

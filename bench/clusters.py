@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,14 +127,16 @@ class ScratchCluster:
         stop_cluster(self.bin_dir, self.data_dir)
 
 
-def project_config(port: int, bin_dir: Path, backups: Path, targets: list[str], s3_url: str = "") -> str:
+def project_config(port: int, bin_dir: Path, backups: Path, targets: list[str], s3_url: str = "",
+                   names: Iterable[str] = DATABASES) -> str:
+    """names: the databases `pgdr init` provisions (with their application roles); none for a bare cluster."""
     databases = "".join(textwrap.dedent(f"""
         [[databases]]
         name = "{name}"
         extensions = {[*EXTENSIONS[name]]!r}
         readwrite_user = {{ name = "{name}_app", password = "{name.upper()}_APP_PASSWORD" }}
         readonly_user = {{ name = "{name}_reader", password = "{name.upper()}_READER_PASSWORD" }}
-        """).replace("'", '"') for name in DATABASES)
+        """).replace("'", '"') for name in names)
     s3 = textwrap.dedent(f"""
         [s3]
         bucket = "{MOTO_BUCKET}"
@@ -178,15 +181,17 @@ class Project:
     port: int
     bin_dir: Path
     backups: Path
+    databases: list[str] | None = None  # what `pgdr init` provisions; None: generate.py's three databases
 
     @classmethod
-    def open(cls, root: Path, bin_dir: Path, backups: Path, reuse: bool) -> Project:
+    def open(cls, root: Path, bin_dir: Path, backups: Path, reuse: bool, databases: list[str] | None = None
+             ) -> Project:
         config = root / "pgdr.toml"
         if reuse and config.exists():
             port = int(tomllib.loads(config.read_text())["postgres"]["port"])
         else:
             port = free_port()
-        project = cls(root, port, bin_dir, backups)
+        project = cls(root, port, bin_dir, backups, databases)
         project.write(project.config, ["local"])
         return project
 
@@ -209,7 +214,8 @@ class Project:
     def write(self, path: Path, targets: list[str], s3_url: str = "") -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
-        path.write_text(project_config(self.port, self.bin_dir, self.backups, targets, s3_url))
+        names = DATABASES if self.databases is None else self.databases
+        path.write_text(project_config(self.port, self.bin_dir, self.backups, targets, s3_url, names))
         secrets = [f'POSTGRES_PASSWORD="{SUPERUSER_PASSWORD}"']
         for name in DATABASES:
             secrets += [f'{name.upper()}_APP_PASSWORD="app-{name}-Passw0rd"',

@@ -409,7 +409,12 @@ def parse_size(text: str) -> int:
 
 
 def row_counts(size: int) -> dict[str, int]:
-    scale = max(size - FIXED, UNIT // 10) / UNIT
+    """Rows of every table for a cluster of `size` bytes (the three databases together)."""
+    return scaled_counts(max(size - FIXED, UNIT // 10) / UNIT)
+
+
+def scaled_counts(scale: float) -> dict[str, int]:
+    """Rows of every table at `scale` times the rows per 100 MB (at least one row each)."""
     return {table.name: max(1, round(table.per_unit * scale)) for tables in DATABASES.values() for table in tables}
 
 
@@ -444,20 +449,38 @@ def prepare_database(target: Target, database: str) -> None:
         connection.execute(f'COMMENT ON DATABASE "{database}" IS NULL')
 
 
-def load_database(target: Target, database: str, size: int, seed: int, log: Callable[[str], None],
-                  running: list[psycopg.Connection]) -> None:
-    """running: connections in use, so an interrupt can cancel their queries."""
-    counts = {f"n_{name}": rows for name, rows in row_counts(size).items()} | {"seed": seed}
+@dataclass(frozen=True)
+class Planned:
+    """One database to generate: its name, its schema (shop, events or crm) and the rows of that schema's tables.
+    size is what its marker records (with the seed): the same plan regenerates nothing under --reuse."""
+
+    name: str
+    kind: str
+    size: int
+    rows: dict[str, int]
+
+
+def cluster_plan(size: int) -> list[Planned]:
+    """The three databases of a cluster of `size` bytes."""
+    return [Planned(database, database, size, row_counts(size)) for database in DATABASES]
+
+
+def load_database(target: Target, planned: Planned, seed: int, log: Callable[[str], None],
+                  running: list[psycopg.Connection], per_table: bool = True) -> None:
+    """running: connections in use, so an interrupt can cancel their queries; per_table: a line per table (else
+    one per database)."""
+    database, schema = planned.name, DATABASES[planned.kind]
+    counts = {f"n_{name}": rows for name, rows in planned.rows.items()} | {"seed": seed}
     with target.connect(database) as connection:
         running.append(connection)
         for setting in ("max_parallel_workers_per_gather = 0", "maintenance_work_mem = '256MB'",
                         "synchronous_commit = off"):
             connection.execute(f"SET {setting}")
-        for extension in EXTENSIONS[database]:
+        for extension in EXTENSIONS[planned.kind]:
             connection.execute(f"CREATE EXTENSION IF NOT EXISTS {extension}")
-        for table in reversed(DATABASES[database]):
+        for table in reversed(schema):
             connection.execute(f"DROP TABLE IF EXISTS {table.name} CASCADE")
-        for table in DATABASES[database]:
+        for table in schema:
             clock = time.monotonic()
             connection.execute(f"CREATE TABLE {table.name} ({table.columns})")
             rows = 0
@@ -467,22 +490,33 @@ def load_database(target: Target, database: str, size: int, seed: int, log: Call
                 rows += connection.execute(f"INSERT INTO {table.name} {select}").rowcount
             for statement in table.after:
                 connection.execute(statement)
-            log(f"  {database}.{table.name}: {rows:,} rows in {time.monotonic() - clock:.1f} s")
+            if per_table:
+                log(f"  {database}.{table.name}: {rows:,} rows in {time.monotonic() - clock:.1f} s")
         connection.execute("VACUUM (ANALYZE)")
     with target.connect() as connection:
-        connection.execute(f"COMMENT ON DATABASE \"{database}\" IS '{marker(size, seed)}'")
+        connection.execute(f"COMMENT ON DATABASE \"{database}\" IS '{marker(planned.size, seed)}'")
+    if not per_table:
+        log(f"  {database} ({planned.kind}): {sum(planned.rows[table.name] for table in schema):,} rows")
 
 
 def generate(target: Target, size: int, seed: int = DEFAULT_SEED, jobs: int = 0, force: bool = False,
              log: Callable[[str], None] = print) -> list[str]:
     """Create and fill every benchmark database not already generated with this size and seed; returns those."""
-    todo = [database for database in DATABASES if force or not is_current(target, database, size, seed)]
-    for database in todo:
-        prepare_database(target, database)
-    log(f"Generating {', '.join(todo) or 'nothing (data is current)'} for {size / 1000**2:,.0f} MB, seed {seed}")
+    return generate_plan(target, cluster_plan(size), seed, jobs, force, log, f"{size / 1000**2:,.0f} MB")
+
+
+def generate_plan(target: Target, plan: list[Planned], seed: int = DEFAULT_SEED, jobs: int = 0, force: bool = False,
+                  log: Callable[[str], None] = print, label: str = "") -> list[str]:
+    """Create and fill every planned database not already generated with its size and seed; returns those."""
+    todo = [planned for planned in plan if force or not is_current(target, planned.name, planned.size, seed)]
+    for planned in todo:
+        prepare_database(target, planned.name)
+    names = ", ".join(planned.name for planned in todo) if len(todo) <= 5 else f"{len(todo)} databases"
+    log(f"Generating {names or 'nothing (data is current)'}{f' for {label}' if label else ''}, seed {seed}")
     pool, running = ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2), list[psycopg.Connection]()
     try:
-        for future in [pool.submit(load_database, target, database, size, seed, log, running) for database in todo]:
+        for future in [pool.submit(load_database, target, planned, seed, log, running, len(plan) <= 5)
+                       for planned in todo]:
             future.result()
     except BaseException:  # Ctrl-C or a failed database: stop the others now rather than after their last table
         pool.shutdown(wait=False, cancel_futures=True)
@@ -491,7 +525,7 @@ def generate(target: Target, size: int, seed: int = DEFAULT_SEED, jobs: int = 0,
                 connection.cancel()
         raise
     pool.shutdown()
-    return todo
+    return [planned.name for planned in todo]
 
 
 # --- report --------------------------------------------------------------------------------------------------------

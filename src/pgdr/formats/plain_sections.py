@@ -145,7 +145,7 @@ def stored_range(handle: BinaryIO, record: BackupRecord, part: SectionRange, to_
 
 
 SECTION_START = b'--\n-- Database "'
-CHECK_BLOCK = 64 * 1024
+CHECK_BLOCK = 8 * 1024
 
 
 def stored_offsets_hold(storage: Storage, record: BackupRecord, ranges: list[SectionRange]) -> bool:

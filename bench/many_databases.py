@@ -10,7 +10,9 @@ pgdr (gzip). The same backup is then restored into a fresh managed cluster, roun
   decompresses the backup from its start and skips to its database, the restore before issue 17;
 - `one stream`: jobs = 1, the whole script into one psql;
 and, for scale, the biggest database's SQL alone into psql (what the parallel restore cannot beat) and the
-decompression alone (`gzip -dc > /dev/null`).
+decompression alone (`gzip -dc > /dev/null`). With `--designs`, the same backup is instead restored by
+bench/section_designs.py, the three ways of reading the parts with the same code around them (`alone`,
+`from-start`, and `fanout`: one reader spooling the parts to files, the design not taken).
 Wall time, pgdr's own CPU, psql's CPU (pgdr's children) and the server's CPU (the postmaster and its exited
 backends, from /proc) per case; the machine may be shared, so CPU seconds are the steadier figure.
 """
@@ -26,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clusters import Project, SetupFailed, run
+from clusters import BENCH_DIR, Project, SetupFailed, run
 from generate import parse_size
 
 from harness import default_bin_dir
@@ -115,6 +117,20 @@ def biggest_alone(project: Project, backup: Path, manifest: dict[str, object], w
     return figures
 
 
+def timed_design(project: Project, mode: str, backup: Path, jobs: int, work: Path) -> dict[str, float]:
+    project.fresh()
+    usage = work / "design.json"
+    environment = project.environment({"BENCH_PASSWORD": project.target.password})
+    started = time.monotonic()
+    run([sys.executable, str(BENCH_DIR / "section_designs.py"), mode, str(backup), "--port", str(project.port),
+         "--password-env", "BENCH_PASSWORD", "--psql", str(project.bin_dir / "psql"), "--jobs", str(jobs),
+         "--usage", str(usage)], env=environment, timeout=3600)
+    wall = time.monotonic() - started
+    figures = json.loads(usage.read_text())
+    return {"wall_s": wall, "pgdr_cpu_s": figures["self"], "psql_cpu_s": figures["children"],
+            "server_cpu_s": server_cpu(project.pid())}
+
+
 def without_compressed_offsets(manifest: dict[str, object]) -> dict[str, object]:
     sections = manifest["sections"]
     assert isinstance(sections, list)
@@ -130,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("/var/tmp/pgdr-bench-many"))
     parser.add_argument("--bin-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--designs", nargs="*", choices=["alone", "from-start", "fanout"], default=None,
+                        help="restore with bench/section_designs.py in these modes instead of pgdr's cases")
+    parser.add_argument("--reuse", action="store_true", help="keep the cluster and backup of an earlier run")
     args = parser.parse_args(argv)
     bin_dir = args.bin_dir or default_bin_dir()
     args.root.mkdir(parents=True, exist_ok=True)
     args.root.chmod(0o755)
-    project = Project.open(args.root / "project", bin_dir, args.root / "backups", reuse=False)
+    project = Project.open(args.root / "project", bin_dir, args.root / "backups", reuse=args.reuse)
     try:
         return measure(project, args)
     except SetupFailed as error:
@@ -145,14 +164,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(project: Project, args: argparse.Namespace) -> int:
-    rows = database_rows(args.databases, parse_size(args.size))
-    print(f"loading {args.databases} databases ({args.size} of SQL, the biggest {BIGGEST_SHARE:.0%}) ...", flush=True)
-    project.fresh()
-    load(project, rows)
-    for old in project.backups.rglob("*"):
-        if old.is_file():
-            old.unlink()
-    project.pgdr("backup", timeout=3600)
+    if not (args.reuse and list(project.backups.rglob("*.sql.gz"))):
+        rows = database_rows(args.databases, parse_size(args.size))
+        print(f"loading {args.databases} databases ({args.size} of SQL, the biggest {BIGGEST_SHARE:.0%}) ...",
+              flush=True)
+        project.fresh()
+        load(project, rows)
+        for old in project.backups.rglob("*"):
+            if old.is_file():
+                old.unlink()
+        project.pgdr("backup", timeout=3600)
     [backup] = list(project.backups.rglob("*.sql.gz"))
     manifest_path = backup.with_name(backup.name + ".manifest.json")
     manifest = json.loads(manifest_path.read_text())
@@ -163,6 +184,13 @@ def measure(project: Project, args: argparse.Namespace) -> int:
         work = Path(folder)
         work.chmod(0o755)
         for round_number in range(args.rounds):
+            for mode in args.designs or []:
+                figures = timed_design(project, mode, backup, args.jobs, work)
+                results.setdefault(f"design {mode}", []).append(figures)
+                print(f"round {round_number + 1} design {mode}: " + ", ".join(f"{key} {value:.2f}" for key, value
+                                                                              in figures.items()), flush=True)
+            if args.designs is not None:
+                continue
             for case, variant, jobs in (("alone", manifest, args.jobs),
                                         ("from the start", without_compressed_offsets(manifest), args.jobs),
                                         ("one stream", manifest, 1)):

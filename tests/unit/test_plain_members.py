@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,6 +90,13 @@ def test_each_part_read_alone_is_what_decompressing_from_the_start_gives(compres
         from_the_start = uncompressed_range(None, io.BytesIO(stored), record, part.start,  # type: ignore[arg-type]
                                             None if last else part.end)
         assert alone == b"".join(from_the_start) == BIG_DUMP[part.start : part.end]
+
+
+@pytest.mark.parametrize(("compression", "tool"), [("gzip", ["gzip", "-dc"]), ("zstd", ["zstd", "-dc"])])
+def test_gunzip_and_zstd_read_the_members_as_one_stream(compression: str, tool: list[str]) -> None:
+    """The old shell pipeline's tools (and anyone's) restore such a backup as before: `gunzip -c | psql`."""
+    stored, _ = written(BIG_DUMP, compression, 65536)
+    assert subprocess.run(tool, input=stored, capture_output=True, check=True).stdout == BIG_DUMP
 
 
 def test_a_member_ends_exactly_where_each_database_starts() -> None:

@@ -97,7 +97,7 @@ def test_a_parallel_restore_reads_the_backup_once_and_gives_back_the_cluster(man
 
 def test_offsets_that_do_not_match_the_file_are_said_and_the_restore_reads_from_the_start(many_databases, workdir):
     """A manifest whose compressed offsets point elsewhere (valid JSON, checksum of the file intact): found before
-    the server is touched, said, and the restore still gives back the cluster the slow way."""
+    the first psql starts, said, and the restore still gives back the cluster the slow way."""
     project = many_databases
     source = pg_dumpall(project)
     project.ok("backup")

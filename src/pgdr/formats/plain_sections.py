@@ -7,8 +7,8 @@ sessions each restore one database, biggest first, and stream that part only.
 
 Where the manifest also records where each part's compressed member starts in the stored file (pgdr 17+, not
 encrypted: pgdr.formats.plain_members), a session reads and decompresses its own bytes alone: the backup is
-decompressed once in all, the sessions side by side. Those offsets are checked against the file before the server
-is touched (each must start a member that decompresses to a database header); if they do not hold, or the manifest
+decompressed once in all, the sessions side by side. Those offsets are checked against the file before the first
+psql starts (each must start a member that decompresses to a database header); if they do not hold, or the manifest
 has none (older pgdr, encrypted backups), each session decompresses the backup from its start and skips to its
 part, as before: work that grows with databases x size. Backups without sections (older manifests, the old shell
 pipeline's files) are restored in one stream as before.
@@ -150,7 +150,7 @@ CHECK_BLOCK = 8 * 1024
 
 def stored_offsets_hold(storage: Storage, record: BackupRecord, ranges: list[SectionRange]) -> bool:
     """Each database's recorded member starts in the file and decompresses to a database header: checked before
-    the server is touched, so a manifest whose offsets are wrong costs the parallel speed, never a half restore."""
+    the first psql starts, so a manifest whose offsets are wrong costs the parallel speed, never a half restore."""
     if any(part.stored_start is None for part in ranges):
         return False
     with storage.open_download(record.key.key) as handle:

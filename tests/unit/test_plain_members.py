@@ -17,7 +17,7 @@ from pgdr.artifact import Manifest, Section, make_key
 from pgdr.catalog import BackupRecord
 from pgdr.dumpscan import DumpScanner
 from pgdr.errors import IntegrityError
-from pgdr.formats.plain_members import Cut, MemberCuts
+from pgdr.formats.plain_members import MemberCuts
 from pgdr.formats.plain_sections import (
     section_ranges,
     stored_offsets_hold,
@@ -109,23 +109,30 @@ def test_a_member_ends_exactly_where_each_database_starts() -> None:
                                                     zip(starts, [*starts[1:], len(BIG_DUMP)], strict=True)]
 
 
-def test_chunks_are_handed_on_whole_and_in_order_with_a_cut_at_each_section() -> None:
-    items: list[bytes | Cut] = []
+def test_chunks_are_handed_on_whole_and_in_order_with_each_start_noted_before_its_chunk() -> None:
+    """One item per chunk, never a piece of one (a chunk's buffer is reused once it is consumed), and the worker
+    knows every start inside a chunk when it gets that chunk."""
+    items: list[bytes] = []
     scanner = DumpScanner()
     cuts = MemberCuts(scanner.proof.sections)
     chunks = [BIG_DUMP[start : start + 5000] for start in range(0, len(BIG_DUMP), 5000)]
+    noted_when_handed_on: list[list[int]] = []
+
+    def put(chunk: bytes) -> None:
+        items.append(chunk)
+        noted_when_handed_on.append(list(cuts.starts))
+
     for chunk in chunks:
         scanner.feed(chunk)
-        cuts.pass_on(chunk, items.append)
-    cuts.finish(items.append)
-    assert b"".join(item for item in items if isinstance(item, bytes)) == BIG_DUMP
-    assert [item.offset for item in items if isinstance(item, Cut)] == [section.offset for section in scanner.sections]
+        cuts.pass_on(chunk, put)
+    cuts.finish(put)
+    assert items == chunks
+    starts = [section.offset for section in scanner.sections]
     position = 0
-    for item in items:
-        if isinstance(item, Cut):
-            assert item.offset == position  # the cut stands exactly between the two parts' bytes
-        else:
-            position += len(item)
+    for chunk, noted in zip(items, noted_when_handed_on, strict=True):
+        assert [start for start in starts if start < position + len(chunk)] == \
+            [start for start in noted if start < position + len(chunk)]
+        position += len(chunk)
 
 
 def test_a_section_proven_after_its_chunk_was_handed_on_gets_no_offset_and_the_restore_reads_from_the_start() -> None:

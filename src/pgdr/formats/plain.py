@@ -152,7 +152,7 @@ def stream_to_targets(context: Context, storages: list[Storage], key: BackupKey,
         upload.write, codec, context.settings.backup.compression_level, age_recipients(context, codec)
     ) as encoder:
         with client_environment(context.superuser_endpoint()) as environment, Handoff(
-            (cuts or MemberCuts([])).consumer(encoder), name="pgdr-compress"
+            encoder.write if cuts is None else cuts.consumer(encoder), name="pgdr-compress"
         ) as handoff, stream(
             argv, stage=stage, direction="read", environment=environment_of(environment), hint=hint,
             exit_code=ExitCode.BACKUP_FAILED,

@@ -9,8 +9,10 @@ stream for `gunzip`, `zstd -d` and older pgdr, which restore such a backup as be
 
 The lexer proves a section at the part's own \\restrict, a few hundred bytes after where the part starts, so the
 start can lie in the chunk before the one being scanned. The producer therefore holds back its newest chunk until
-the next one has been scanned; a section proven with its start inside the held chunk is cut there. A start
-further back (never with pgdr's 1 MiB chunks) gets no offset, and that backup restores the old way.
+the next one has been scanned, and notes the start of each section proven inside the held chunk before handing it
+on; the worker that compresses ends the member at each noted start as it passes it. A start further back (never
+with pgdr's 1 MiB chunks) gets no offset, and that backup restores the old way. Chunks are handed on whole and in
+order, one item each, so a chunk's buffer is released only once all of it is compressed.
 """
 
 from __future__ import annotations
@@ -21,71 +23,62 @@ from dataclasses import dataclass, field
 from pgdr.artifact import Section
 from pgdr.streams.encoder import Encoder
 
-
-@dataclass(frozen=True)
-class Cut:
-    """End the member here: `offset` is where the next section starts in the uncompressed SQL."""
-
-    offset: int
-
-
-Item = bytes | Cut
-Put = Callable[[Item], None]
+Put = Callable[[bytes], None]
 
 
 @dataclass
 class MemberCuts:
-    """Producer side: `pass_on` each chunk once the scanner has read it. Worker side: `consumer(encoder)`.
+    """Producer side: `pass_on` each chunk once the scanner has read it, then `finish`. Worker side: `consumer`.
 
-    `proven` is the scanner's list of proven sections, which grows as it reads; `offsets` maps each cut section's
-    uncompressed offset to its compressed one (written by the worker thread, read once the handoff is closed).
+    `proven` is the scanner's list of proven sections, which grows as it reads. `starts` (where sections start in
+    the SQL) is appended to by the producer only, before the chunk holding the start is handed on, and read by the
+    worker only (the handoff's queue orders the two). `offsets` maps each cut section's uncompressed offset to its
+    compressed one (written by the worker, read once the handoff is closed).
     """
 
     proven: list[Section]
     offsets: dict[int, int] = field(default_factory=dict)
+    starts: list[int] = field(default_factory=list)
     _seen: int = 0
     _held: bytes = b""
     _held_start: int = 0
-    _pending: list[int] = field(default_factory=list)
+    _next_start: int = 0  # worker: the first start not yet passed
+    _compressed: int = 0  # worker: uncompressed bytes compressed so far
 
     def pass_on(self, chunk: bytes, put: Put) -> None:
-        """Hand on the chunk held back, cut at the sections proven inside it, and hold this one."""
+        """Hand on the chunk held back, with the starts proven inside it noted, and hold this one."""
+        self._note_proven()
         held_end = self._held_start + len(self._held)
-        self._take_proven()
-        self._release(put, held_end)
+        if self._held:
+            put(self._held)
         self._held, self._held_start = chunk, held_end
 
     def finish(self, put: Put) -> None:
         """Hand on the last chunk (the stream has ended)."""
-        self._take_proven()
-        self._release(put, self._held_start + len(self._held))
+        self._note_proven()
+        if self._held:
+            put(self._held)
         self._held = b""
 
-    def _take_proven(self) -> None:
+    def _note_proven(self) -> None:
         for section in self.proven[self._seen :]:
             if section.offset >= self._held_start:
-                self._pending.append(section.offset)
+                self.starts.append(section.offset)
         self._seen = len(self.proven)
 
-    def _release(self, put: Put, until: int) -> None:
-        data, start = self._held, self._held_start
-        for cut in sorted(offset for offset in self._pending if offset < until):
-            if cut > start:
-                put(data[: cut - start])
-                data, start = data[cut - start :], cut
-            put(Cut(cut))
-        self._pending = [offset for offset in self._pending if offset >= until]
-        if data:
-            put(data)
+    def consumer(self, encoder: Encoder) -> Put:
+        """What the worker thread runs on each chunk: compress it, ending the member at each noted start in it."""
 
-    def consumer(self, encoder: Encoder) -> Callable[[Item], None]:
-        """What the worker thread runs on each item: compress a chunk, or end the member at a cut."""
-
-        def consume(item: Item) -> None:
-            if isinstance(item, Cut):
-                self.offsets[item.offset] = encoder.end_member()
-            else:
-                encoder.write(item)
+        def consume(chunk: bytes) -> None:
+            start, done = self._compressed, 0
+            while self._next_start < len(self.starts) and self.starts[self._next_start] < start + len(chunk):
+                cut = self.starts[self._next_start] - start
+                if cut > done:
+                    encoder.write(chunk[done:cut])
+                self.offsets[start + cut] = encoder.end_member()
+                self._next_start, done = self._next_start + 1, cut
+            encoder.write(chunk[done:] if done else chunk)
+            self._compressed = start + len(chunk)
 
         return consume
 

@@ -133,10 +133,15 @@ class DatabaseContents(BaseModel):
 
 class Section(BaseModel):
     """Where one database's part of a plain dump starts (byte offset in the uncompressed SQL); the globals are
-    everything before the first section. Parts after the globals are independent and restore concurrently."""
+    everything before the first section. Parts after the globals are independent and restore concurrently.
+
+    compressed_offset: where, in the stored file, the gzip member (zstd frame) that starts with this section begins,
+    so a restore reads and decompresses this part alone. None in older manifests and encrypted backups: such a part
+    is read by decompressing the file from its start."""
 
     database: str
     offset: int
+    compressed_offset: int | None = None
 
 
 class EmbeddedSecret(BaseModel):

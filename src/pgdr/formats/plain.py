@@ -25,6 +25,7 @@ from pgdr.dumpscan import DumpScanner
 from pgdr.errors import BackupFailed, ExitCode, IntegrityError
 from pgdr.formats.base import working_copy
 from pgdr.formats.codecs import age_identity, age_recipients, backup_codec
+from pgdr.formats.plain_members import MemberCuts
 from pgdr.formats.plain_sections import restore_sections, section_ranges
 from pgdr.formats.psql_feed import GlobalsFilter, feed_psql, jobs, load_session_options, unprivileged_client
 from pgdr.postgres.binaries import Toolset
@@ -73,11 +74,12 @@ class PlainFormat:
     def write(self, context: Context, toolset: Toolset, storages: list[Storage], key: BackupKey,
               facts: BackupFacts) -> Manifest:
         clock = time.monotonic()
-        encoded, raw_size, scanner = _stream_dump(context, toolset.path("pg_dumpall"), storages, key)
+        encoded, raw_size, scanner, cuts = _stream_dump(context, toolset.path("pg_dumpall"), storages, key)
+        sections = cuts.sections(scanner.sections) if cuts is not None else scanner.sections
         return Manifest(
             **dict(facts), format=self.name, size=encoded.size, sha256=encoded.sha256, uncompressed_size=raw_size,
             finished_at=datetime.now(UTC), seconds={"dump": round(time.monotonic() - clock, 3)},
-            databases=scanner.databases(), sections=scanner.sections,
+            databases=scanner.databases(), sections=sections,
             sections_proof="restrict" if scanner.sections else "", embedded_secrets=scanner.embedded_secrets)
 
     def check(self, context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> Storage:
@@ -115,10 +117,12 @@ class PlainFormat:
 
 
 def _stream_dump(context: Context, pg_dumpall: str, storages: list[Storage], key: BackupKey
-                 ) -> tuple[Encoder, int, DumpScanner]:
+                 ) -> tuple[Encoder, int, DumpScanner, MemberCuts | None]:
     """The dump into every target, read by the psql-exact lexer on the way; committed only when pg_dumpall exited
-    0 and the dump is complete and holds no password (_check_dump)."""
+    0 and the dump is complete and holds no password (_check_dump). Unencrypted, a new compressed member starts at
+    each database (pgdr.formats.plain_members)."""
     scanner = DumpScanner()
+    cuts = None if key.encrypted else MemberCuts(scanner.proof.sections)
 
     def before_commit() -> None:
         scanner.finish()
@@ -126,28 +130,29 @@ def _stream_dump(context: Context, pg_dumpall: str, storages: list[Storage], key
 
     encoder, raw_size = stream_to_targets(
         context, storages, key, dump_argv(pg_dumpall), "pg_dumpall", "check the server's log and `pgdr status`",
-        dump_environment, scanner.feed, before_commit, "Dumping")
-    return encoder, raw_size, scanner
+        dump_environment, scanner.feed, before_commit, "Dumping", cuts)
+    return encoder, raw_size, scanner, cuts
 
 
 def stream_to_targets(context: Context, storages: list[Storage], key: BackupKey, argv: list[str], stage: str,
                       hint: str, environment_of: Callable[[dict[str, str]], dict[str, str]],
-                      feed: Callable[[bytes], None], before_commit: Callable[[], None], label: str
-                      ) -> tuple[Encoder, int]:
+                      feed: Callable[[bytes], None], before_commit: Callable[[], None], label: str,
+                      cuts: MemberCuts | None = None) -> tuple[Encoder, int]:
     """argv's stdout (a client of the server) encoded once into every target's upload; `feed` reads each raw
     chunk; the uploads are committed only when argv exited 0 and `before_commit` returned.
 
     This thread reads and feeds while a worker thread encodes and writes the chunks read before
     (pgdr.streams.handoff), so the two overlap instead of taking turns. The worker's failure (a full disk) comes
     back here with its type at the next chunk, which stops the process. Once the handoff is closed the worker has
-    ended, and the encoder is finished on this thread.
+    ended, and the encoder is finished on this thread. With `cuts`, each chunk is fed before it is handed on, one
+    chunk late, so the compressed member can end where the scanner proves a database starts.
     """
     codec, raw_size = codec_of(key), 0
     with FanoutUpload(storages, key.key) as upload, Encoder(
         upload.write, codec, context.settings.backup.compression_level, age_recipients(context, codec)
     ) as encoder:
         with client_environment(context.superuser_endpoint()) as environment, Handoff(
-            encoder.write, name="pgdr-compress"
+            encoder.write if cuts is None else cuts.consumer(encoder), name="pgdr-compress"
         ) as handoff, stream(
             argv, stage=stage, direction="read", environment=environment_of(environment), hint=hint,
             exit_code=ExitCode.BACKUP_FAILED,
@@ -155,8 +160,14 @@ def stream_to_targets(context: Context, storages: list[Storage], key: BackupKey,
             for chunk in gathered(process):
                 raw_size += len(chunk)
                 progress.advance(len(chunk))
-                handoff.put(chunk)
-                feed(chunk)
+                if cuts is None:
+                    handoff.put(chunk)
+                    feed(chunk)
+                else:
+                    feed(chunk)
+                    cuts.pass_on(chunk, handoff.put)
+            if cuts is not None:
+                cuts.finish(handoff.put)
         before_commit()
     return encoder, raw_size
 

@@ -3,9 +3,14 @@
 pg_dumpall's script is the globals (roles, tablespaces, role settings) followed by one pg_dump script per database,
 and once the globals are in, those scripts do not depend on each other. The backup's manifest records where each
 starts in the uncompressed SQL (`sections`). The globals go first through one psql; then up to `jobs` psql
-sessions each restore one database, biggest first: each reads the backup from its start, decompresses and skips to
-its own part (decompressing runs several times faster than the server loads, so the skip is cheap next to the core
-a second session gains), and streams that part only. Backups without sections (older manifests, the old shell
+sessions each restore one database, biggest first, and stream that part only.
+
+Where the manifest also records where each part's compressed member starts in the stored file (pgdr 17+, not
+encrypted: pgdr.formats.plain_members), a session reads and decompresses its own bytes alone: the backup is
+decompressed once in all, the sessions side by side. Those offsets are checked against the file before the first
+psql starts (each must start a member that decompresses to a database header); if they do not hold, or the manifest
+has none (older pgdr, encrypted backups), each session decompresses the backup from its start and skips to its
+part, as before: work that grows with databases x size. Backups without sections (older manifests, the old shell
 pipeline's files) are restored in one stream as before.
 """
 
@@ -15,7 +20,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pgdr.artifact import Manifest
 from pgdr.catalog import BackupRecord
@@ -25,10 +30,10 @@ from pgdr.errors import IntegrityError
 from pgdr.formats.codecs import age_identity
 from pgdr.formats.psql_feed import GlobalsFilter, feed_psql, load_session_options, unprivileged_client
 from pgdr.postgres.connect import client_environment
-from pgdr.run import RunAs
+from pgdr.run import CHUNK_SIZE, RunAs
 from pgdr.storage import Storage
 from pgdr.streams import Codec
-from pgdr.streams.decoder import decoded
+from pgdr.streams.decoder import HINT_CORRUPT, decoded
 from pgdr.ui import ProgressHandle
 
 GLOBALS_LABEL = "globals"
@@ -41,6 +46,8 @@ class SectionRange:
     label: str
     start: int
     end: int
+    stored_start: int | None = None  # where its compressed member starts in the stored file; None: unknown
+    stored_end: int | None = None  # where the next part's member starts; None: the end of the file
 
     @property
     def size(self) -> int:
@@ -61,10 +68,23 @@ def section_ranges(manifest: Manifest | None) -> list[SectionRange]:
     if offsets != sorted(set(offsets)) or offsets[0] <= 0 or offsets[-1] >= manifest.uncompressed_size:
         return []
     ends = [*offsets[1:], manifest.uncompressed_size]
-    return [SectionRange(GLOBALS_LABEL, 0, offsets[0])] + [
-        SectionRange(f"database {section.database}", section.offset, end)
-        for section, end in zip(manifest.sections, ends, strict=True)
+    stored = _stored_offsets(manifest)
+    stored_ends: list[int | None] = [*stored[2:], None]
+    return [SectionRange(GLOBALS_LABEL, 0, offsets[0], *stored[:2])] + [
+        SectionRange(f"database {section.database}", section.offset, end, stored_start, stored_end)
+        for section, end, stored_start, stored_end in zip(manifest.sections, ends, stored[1:], stored_ends,
+                                                          strict=True)
     ]
+
+
+def _stored_offsets(manifest: Manifest) -> list[int | None]:
+    """0, then each section's compressed offset, when every section has one and they can be (increasing, inside
+    the file); else all None (each part decompressed from the start of the file)."""
+    stored = [section.compressed_offset for section in manifest.sections]
+    known = [offset for offset in stored if offset is not None]
+    if len(known) != len(stored) or known != sorted(set(known)) or known[0] <= 0 or known[-1] >= manifest.size:
+        return [None] * (len(stored) + 1)
+    return [0, *known]
 
 
 def uncompressed_range(context: Context, handle: BinaryIO, record: BackupRecord, start: int,
@@ -84,9 +104,96 @@ def uncompressed_range(context: Context, handle: BinaryIO, record: BackupRecord,
                 return
 
 
+class _Bounded:
+    """At most `length` bytes of `source` from where it stands (None: to its end), `block` bytes at most a read."""
+
+    def __init__(self, source: BinaryIO, length: int | None, block: int) -> None:
+        self._source, self._left, self._block = source, length, block
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._block if size < 0 else min(size, self._block)
+        if self._left is not None:
+            size = min(size, self._left)
+            if size == 0:
+                return b""
+        data = self._source.read(size)
+        if self._left is not None:
+            self._left -= len(data)
+        return data
+
+
+def stored_range(handle: BinaryIO, record: BackupRecord, part: SectionRange, to_the_end: bool,
+                 block: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """The part's own compressed bytes, read and decompressed alone: exactly the part's SQL (to the end of the
+    stream when `to_the_end`); anything else is an IntegrityError."""
+    assert part.stored_start is not None
+    handle.seek(part.stored_start)
+    length = None if part.stored_end is None else part.stored_end - part.stored_start
+    label = f"backup {record.key} ({part.label})"
+    reader = cast(BinaryIO, _Bounded(handle, length, block))
+    with decoded(reader, Codec(record.key.compression, record.key.encrypted), None, label) as chunks:
+        produced = 0
+        for data in chunks:
+            produced += len(data)
+            if not to_the_end and produced > part.size:
+                break
+            if data:
+                yield data
+    if not to_the_end and produced != part.size:
+        raise IntegrityError(f"{label}: its compressed member holds {produced} bytes, the manifest says {part.size}",
+                             HINT_CORRUPT)
+
+
+SECTION_START = b'--\n-- Database "'
+CHECK_BLOCK = 8 * 1024
+
+
+def stored_offsets_hold(storage: Storage, record: BackupRecord, ranges: list[SectionRange]) -> bool:
+    """Each database's recorded member starts in the file and decompresses to a database header: checked before
+    the first psql starts, so a manifest whose offsets are wrong costs the parallel speed, never a half restore."""
+    if any(part.stored_start is None for part in ranges):
+        return False
+    with storage.open_download(record.key.key) as handle:
+        for part in ranges[1:]:
+            head = b""
+            try:
+                for data in stored_range(handle, record, part, to_the_end=True, block=CHECK_BLOCK):
+                    head += data
+                    if len(head) >= len(SECTION_START):
+                        break
+            except IntegrityError:
+                return False
+            if not head.startswith(SECTION_START):
+                return False
+    return True
+
+
+def without_stored_offsets(ranges: list[SectionRange]) -> list[SectionRange]:
+    return [SectionRange(part.label, part.start, part.end) for part in ranges]
+
+
+def _readable_alone(context: Context, storage: Storage, record: BackupRecord, ranges: list[SectionRange]
+                    ) -> list[SectionRange]:
+    """The ranges with their stored offsets when each part can be read alone; else without (said why)."""
+    from_the_start = "each session decompresses the backup from its start and skips to its database"
+    if record.key.encrypted:
+        context.output.info(f"   encrypted backup: {from_the_start}")
+        return without_stored_offsets(ranges)
+    if ranges[0].stored_start is None:
+        context.output.info("   its manifest does not say where each database's compressed part starts (an older "
+                            f"pgdr wrote it): {from_the_start}")
+        return ranges
+    if not stored_offsets_hold(storage, record, ranges):
+        context.output.warn(f"the manifest of {record.key} says where each database's compressed part starts, but "
+                            f"the file does not match; {from_the_start}")
+        return without_stored_offsets(ranges)
+    return ranges
+
+
 def restore_sections(context: Context, psql: str, storage: Storage, record: BackupRecord,
                      ranges: list[SectionRange], jobs: int) -> None:
     """The globals first (roles must exist before the databases' owners and grants), then the databases."""
+    ranges = _readable_alone(context, storage, record, ranges)
     globals_range, *databases = ranges
     databases.sort(key=lambda part: part.size, reverse=True)
     manifest = record.manifest
@@ -156,7 +263,8 @@ class _RangeRestorer:
             # the last part is read to the end of the stream, not to the manifest's uncompressed_size: a wrong size
             # in the manifest must not drop the end of the last database silently
             last = self.record.manifest is not None and part.end == self.record.manifest.uncompressed_size
-            pieces = uncompressed_range(self.context, handle, self.record, part.start, None if last else part.end)
+            pieces = (stored_range(handle, self.record, part, last) if part.stored_start is not None else
+                      uncompressed_range(self.context, handle, self.record, part.start, None if last else part.end))
             chunks = pieces if globals_filter is not None else restricted_from_the_start(pieces, part.label)
             feed_psql(self.psql, chunks, f"psql ({part.label})", self.environment, globals_filter, self.owner,
                       sessions, self.bar.advance)

@@ -23,6 +23,7 @@ class Encoder:
             raise ValueError("an encrypted codec needs age recipients")
         self.codec = codec
         self.size = 0
+        self._level = level
         self._sink = sink
         self._digest = hashlib.sha256()
         self._compressor: Compressor = make_compressor(codec.compression, level)
@@ -34,6 +35,15 @@ class Encoder:
 
     def write(self, data: bytes) -> None:
         self._encrypt(self._compressor.compress(data))
+
+    def end_member(self) -> int:
+        """End the gzip member (zstd frame) here and start a new one: the stored bytes from the returned offset on
+        decompress alone. Concatenated members are still one valid stream for gunzip, zstd -d and every pgdr.
+        Unencrypted only: an offset into age's ciphertext is no place to start reading."""
+        assert self._encryptor is None, "an encrypted stream cannot be cut into members"
+        self._store(self._compressor.flush())
+        self._compressor = make_compressor(self.codec.compression, self._level)
+        return self.size
 
     def close(self) -> None:
         """Flush the compressor and finish the encryption: after this, size and sha256 are final."""

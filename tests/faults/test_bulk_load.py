@@ -203,6 +203,14 @@ def test_wal_streamed_from_the_cluster_keeps_wal_level_during_the_load(live):
     assert settings_of(live) == NORMAL
 
 
+def test_a_drill_loads_its_scratch_cluster_in_bulk_and_leaves_the_live_one_alone(live):
+    pid = postmaster_pid(data_dir(live))
+    result = live.ok("drill")
+    assert "bulk load: the server restarts" in result.stdout + result.stderr
+    assert postmaster_pid(data_dir(live)) == pid
+    assert settings_of(live) == NORMAL
+
+
 def test_a_split_restore_loads_with_the_bulk_settings_too(live):
     live.ok("backup", env={"PGDR_BACKUP__FORMAT": "split"})
     restore = HeldRestore(live)  # held in the globals' psql

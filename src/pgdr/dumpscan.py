@@ -215,7 +215,7 @@ class DumpScanner:
     def __post_init__(self) -> None:
         self.lexer = PsqlLexer(self, watch=watched)
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         self.lexer.feed(chunk)
 
     def finish(self) -> None:

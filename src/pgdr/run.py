@@ -152,6 +152,12 @@ class Stream:
         assert self.process.stdout is not None
         return self.process.stdout.read1(size)  # type: ignore[attr-defined]
 
+    def read_into(self, view: memoryview) -> int:
+        """One read of what the pipe holds, at most len(view) bytes, straight into view (no new buffer); 0 at the
+        end."""
+        assert self.process.stdout is not None
+        return self.process.stdout.readinto1(view)  # type: ignore[attr-defined]
+
     def write(self, data: bytes) -> None:
         assert self.process.stdin is not None
         try:

@@ -48,7 +48,7 @@ class TarScanner:
         self._padding_left = 0
         self._member = ""
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         while view and not self.ended:
             if self._data_left:

@@ -13,7 +13,7 @@ Restore: by sections when the manifest proves them and jobs > 1, else one stream
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import BinaryIO
 
@@ -30,14 +30,14 @@ from pgdr.formats.plain_sections import restore_sections, section_ranges
 from pgdr.formats.psql_feed import GlobalsFilter, feed_psql, jobs, load_session_options, unprivileged_client
 from pgdr.postgres.binaries import Toolset
 from pgdr.postgres.connect import client_environment
-from pgdr.run import CHUNK_SIZE, Stream, stream
+from pgdr.run import stream
 from pgdr.storage import Storage, Upload
 from pgdr.storage.fanout import FanoutUpload
 from pgdr.storage.local import LocalStorage
 from pgdr.streams import Codec
+from pgdr.streams.buffers import Data, read_and_consume
 from pgdr.streams.decoder import Tally, chunks_of, decoded
 from pgdr.streams.encoder import Encoder
-from pgdr.streams.handoff import Handoff
 
 HINT_CORRUPT = "the backup is corrupt: restore another one (see `pgdr list`)"
 
@@ -136,56 +136,30 @@ def _stream_dump(context: Context, pg_dumpall: str, storages: list[Storage], key
 
 def stream_to_targets(context: Context, storages: list[Storage], key: BackupKey, argv: list[str], stage: str,
                       hint: str, environment_of: Callable[[dict[str, str]], dict[str, str]],
-                      feed: Callable[[bytes], None], before_commit: Callable[[], None], label: str,
+                      feed: Callable[[memoryview], None], before_commit: Callable[[], None], label: str,
                       cuts: MemberCuts | None = None) -> tuple[Encoder, int]:
     """argv's stdout (a client of the server) encoded once into every target's upload; `feed` reads each raw
     chunk; the uploads are committed only when argv exited 0 and `before_commit` returned.
 
     This thread reads and feeds while a worker thread encodes and writes the chunks read before
-    (pgdr.streams.handoff), so the two overlap instead of taking turns. The worker's failure (a full disk) comes
-    back here with its type at the next chunk, which stops the process. Once the handoff is closed the worker has
-    ended, and the encoder is finished on this thread. With `cuts`, each chunk is fed before it is handed on, one
-    chunk late, so the compressed member can end where the scanner proves a database starts.
+    (pgdr.streams.buffers.read_and_consume), so the two overlap instead of taking turns; the chunks are read into a
+    few reused 1 MiB buffers, no new memory per MiB. The worker's failure (a full disk) comes back here with its
+    type at the next chunk, which stops the process. Once the handoff is closed the worker has ended, and the
+    encoder is finished on this thread. With `cuts`, each chunk is fed before it is handed on, one chunk late, so
+    the compressed member can end where the scanner proves a database starts.
     """
-    codec, raw_size = codec_of(key), 0
+    codec = codec_of(key)
     with FanoutUpload(storages, key.key) as upload, Encoder(
         upload.write, codec, context.settings.backup.compression_level, age_recipients(context, codec)
     ) as encoder:
-        with client_environment(context.superuser_endpoint()) as environment, Handoff(
-            encoder.write if cuts is None else cuts.consumer(encoder), name="pgdr-compress"
-        ) as handoff, stream(
+        with client_environment(context.superuser_endpoint()) as environment, stream(
             argv, stage=stage, direction="read", environment=environment_of(environment), hint=hint,
             exit_code=ExitCode.BACKUP_FAILED,
         ) as process, context.output.progress(label) as progress:
-            for chunk in gathered(process):
-                raw_size += len(chunk)
-                progress.advance(len(chunk))
-                if cuts is None:
-                    handoff.put(chunk)
-                    feed(chunk)
-                else:
-                    feed(chunk)
-                    cuts.pass_on(chunk, handoff.put)
-            if cuts is not None:
-                cuts.finish(handoff.put)
+            raw_size = read_and_consume(process.read_into, encoder.write if cuts is None else cuts.consumer(encoder),
+                                        feed, progress.advance, relay=cuts)
         before_commit()
     return encoder, raw_size
-
-
-def gathered(dump: Stream, size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """The dump in chunks of `size` bytes (the last one shorter). Once pgdr keeps up with pg_dumpall a read
-    returns what the pipe holds, often the last 4 KiB pg_dump wrote; gathered, each chunk costs one handoff and one
-    call to the scanner, the compressor and the hash instead of hundreds."""
-    pending: list[bytes] = []
-    pending_size = 0
-    while data := dump.read(size - pending_size):
-        pending.append(data)
-        pending_size += len(data)
-        if pending_size >= size:
-            yield b"".join(pending)
-            pending, pending_size = [], 0
-    if pending:
-        yield b"".join(pending)
 
 
 def _check_dump(context: Context, scanner: DumpScanner) -> None:
@@ -249,7 +223,7 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_
     label = "Downloading" if copy_to is not None else "Checking"
     with storage.open_download(record.key.key) as handle, context.output.progress(label, record.size) as bar:
 
-        def on_chunk(chunk: bytes) -> None:
+        def on_chunk(chunk: Data) -> None:
             bar.advance(len(chunk))
             if copy_to is not None:
                 copy_to.write(chunk)
@@ -259,14 +233,14 @@ def check_backup(context: Context, storage: Storage, record: BackupRecord, copy_
     _check_scan(record, tally.sha256, scanner)
 
 
-def _read_all(handle: BinaryIO, on_chunk: Callable[[bytes], None]) -> DumpScanner | None:
+def _read_all(handle: BinaryIO, on_chunk: Callable[[Data], None]) -> DumpScanner | None:
     """Only the checksum is wanted: read through, nothing to scan."""
     for chunk in chunks_of(handle):
         on_chunk(chunk)
     return None
 
 
-def _decode_all(context: Context, handle: BinaryIO, record: BackupRecord, on_chunk: Callable[[bytes], None]
+def _decode_all(context: Context, handle: BinaryIO, record: BackupRecord, on_chunk: Callable[[Data], None]
                 ) -> DumpScanner | None:
     """Decompress (and decrypt) the whole backup. Without a manifest (the old pipeline's files) the SQL also goes
     through the psql-exact lexer: its end marker counts only where psql would read the dump's own closing comment,

@@ -17,13 +17,11 @@ order, one item each, so a chunk's buffer is released only once all of it is com
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pgdr.artifact import Section
+from pgdr.streams.buffers import Put
 from pgdr.streams.encoder import Encoder
-
-Put = Callable[[bytes], None]
 
 
 @dataclass
@@ -40,12 +38,12 @@ class MemberCuts:
     offsets: dict[int, int] = field(default_factory=dict)
     starts: list[int] = field(default_factory=list)
     _seen: int = 0
-    _held: bytes = b""
+    _held: memoryview = field(default_factory=lambda: memoryview(b""))
     _held_start: int = 0
     _next_start: int = 0  # worker: the first start not yet passed
     _compressed: int = 0  # worker: uncompressed bytes compressed so far
 
-    def pass_on(self, chunk: bytes, put: Put) -> None:
+    def pass_on(self, chunk: memoryview, put: Put) -> None:
         """Hand on the chunk held back, with the starts proven inside it noted, and hold this one."""
         self._note_proven()
         held_end = self._held_start + len(self._held)
@@ -58,7 +56,7 @@ class MemberCuts:
         self._note_proven()
         if self._held:
             put(self._held)
-        self._held = b""
+        self._held = memoryview(b"")
 
     def _note_proven(self) -> None:
         for section in self.proven[self._seen :]:
@@ -69,7 +67,7 @@ class MemberCuts:
     def consumer(self, encoder: Encoder) -> Put:
         """What the worker thread runs on each chunk: compress it, ending the member at each noted start in it."""
 
-        def consume(chunk: bytes) -> None:
+        def consume(chunk: memoryview) -> None:
             start, done = self._compressed, 0
             while self._next_start < len(self.starts) and self.starts[self._next_start] < start + len(chunk):
                 cut = self.starts[self._next_start] - start

@@ -390,7 +390,7 @@ def _check_part(context: Context, storage: Storage, copy_to: LocalStorage | None
         copy = stack.enter_context(copy_to.open_upload(key.object_key(part.name))) if copy_to is not None else None
         handle = stack.enter_context(storage.open_download(key.object_key(part.name)))
 
-        def on_chunk(chunk: bytes) -> None:
+        def on_chunk(chunk: bytes | bytearray | memoryview) -> None:
             tally(chunk)
             if copy is not None:
                 copy.write(chunk)
@@ -401,8 +401,8 @@ def _check_part(context: Context, storage: Storage, copy_to: LocalStorage | None
                 for chunk in chunks:
                     scanner.feed(chunk)
         else:
-            for chunk in chunks_of(handle):
-                on_chunk(chunk)
+            for stored in chunks_of(handle):
+                on_chunk(stored)
         if tally.size != part.size or tally.sha256 != part.sha256 or (part.database is None and not scanner.complete):
             raise IntegrityError(f"part {part.name} of {key} does not match its manifest",
                                  "the backup is corrupt: restore another one (see `pgdr list`)")

@@ -28,7 +28,8 @@ class StoredObject:
 
 
 class Upload(Protocol):
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Store data; never keep it after returning (the caller reuses its buffer)."""
 
     def commit(self) -> None: ...
 
@@ -45,7 +46,7 @@ class UploadContext(ABC):
     streams.handoff.Handoff closes or aborts)."""
 
     @abstractmethod
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
 
     @abstractmethod
     def commit(self) -> None: ...

@@ -22,7 +22,7 @@ class FanoutUpload(UploadContext):
             self.abort()
             raise
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         for upload in self._uploads:
             upload.write(data)
 

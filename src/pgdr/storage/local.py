@@ -52,7 +52,7 @@ class LocalUpload(UploadContext):
             self.partial_path.unlink(missing_ok=True)
             return os.open(self.partial_path, flags, 0o600)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._file is not None
         try:
             self._file.write(data)

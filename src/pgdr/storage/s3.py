@@ -342,7 +342,7 @@ class S3Upload(UploadContext):
     def _next_part_size(self) -> int:
         return part_size_for(len(self._parts) + 1, self.storage.part_size, self.storage.max_parts)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self._finished, "write after commit or abort"
         if self._stop.is_set():
             self._fail()

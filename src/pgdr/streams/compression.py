@@ -6,6 +6,7 @@ All codecs work chunk by chunk so memory stays flat whatever the database size.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from typing import Protocol
 
 import zstandard
@@ -22,29 +23,38 @@ GZIP_WBITS = 31  # zlib container = gzip
 GZIP_AUTO_WBITS = 47  # accept gzip or zlib headers
 ZSTD_DEFAULT_LEVEL = 3
 ZSTD_JOB_SIZE = 2 * 1024 * 1024
+ZSTD_INPUT_PIECE = 16 * 1024  # compressed bytes per call when decompressing in parts (ZstdDecompressor.pieces)
 
 
 class Compressor(Protocol):
-    def compress(self, data: bytes) -> bytes: ...
+    def compress(self, data: bytes | memoryview) -> bytes | memoryview: ...
 
     def flush(self) -> bytes: ...
 
 
 class Decompressor(Protocol):
-    def decompress(self, data: bytes) -> bytes: ...
+    def decompress(self, data: bytes | memoryview) -> bytes | memoryview: ...
+
+    def pieces(self, data: bytes | memoryview, size: int) -> Iterator[bytes]: ...
 
     def finish(self) -> bytes: ...
 
 
 class Identity:
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: bytes | memoryview) -> bytes | memoryview:
         return data
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes | memoryview) -> bytes | memoryview:
         return data
 
     def flush(self) -> bytes:
         return b""
+
+    def pieces(self, data: bytes | memoryview, size: int) -> Iterator[bytes]:
+        """data copied in parts of `size` bytes: the caller's buffer is reused, what it yields may be kept."""
+        view = memoryview(data)
+        for start in range(0, len(view), size):
+            yield bytes(view[start : start + size])
 
     def finish(self) -> bytes:
         return b""
@@ -55,7 +65,7 @@ class GzipCompressor:
         chosen = GZIP_DEFAULT_LEVEL if level is None else level
         self._compressor = gzip_zlib.compressobj(chosen, zlib.DEFLATED, GZIP_WBITS)
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: bytes | memoryview) -> bytes | memoryview:
         return self._compressor.compress(data)
 
     def flush(self) -> bytes:
@@ -69,7 +79,7 @@ class GzipDecompressor:
         self._decompressor = gzip_zlib.decompressobj(GZIP_AUTO_WBITS)
         self._seen_data = False
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes | memoryview) -> bytes | memoryview:
         output = []
         while data:
             self._seen_data = True
@@ -80,6 +90,23 @@ class GzipDecompressor:
             if data:
                 self._decompressor = gzip_zlib.decompressobj(GZIP_AUTO_WBITS)
         return b"".join(output)
+
+    def pieces(self, data: bytes | memoryview, size: int) -> Iterator[bytes]:
+        """decompress(data) as outputs of at most `size` bytes each (however well the data compresses), so none
+        needs fresh pages from the OS (pgdr.streams.buffers). Feed it small inputs: the input a call leaves
+        unconsumed is copied for the next one."""
+        cut = True  # the last output filled `size`: more may be waiting inside without more input
+        while data or cut:
+            self._seen_data = self._seen_data or bool(data)
+            output = self._decompressor.decompress(data, size)
+            if output:
+                yield output
+            if self._decompressor.eof:
+                data, cut = self._decompressor.unused_data, False
+                if data:
+                    self._decompressor = gzip_zlib.decompressobj(GZIP_AUTO_WBITS)
+            else:
+                data, cut = self._decompressor.unconsumed_tail, len(output) == size
 
     def finish(self) -> bytes:
         if not self._seen_data or not self._decompressor.eof:
@@ -97,7 +124,7 @@ class ZstdCompressor:
         )
         self._compressor = zstandard.ZstdCompressor(compression_params=parameters).compressobj()
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: bytes | memoryview) -> bytes | memoryview:
         return self._compressor.compress(data)
 
     def flush(self) -> bytes:
@@ -112,7 +139,7 @@ class ZstdDecompressor:
         self._decompressor = zstandard.ZstdDecompressor().decompressobj()
         self._seen_data = False
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes | memoryview) -> bytes | memoryview:
         output = []
         while data:
             self._seen_data = True
@@ -121,6 +148,15 @@ class ZstdDecompressor:
             output.append(self._decompressor.decompress(data))
             data = self._decompressor.unused_data if self._decompressor.eof else b""
         return b"".join(output)
+
+    def pieces(self, data: bytes | memoryview, size: int) -> Iterator[bytes]:
+        """decompress(data) in parts: zstd's objects take no output limit, so the input is cut instead (pieces of
+        ZSTD_INPUT_PIECE give outputs of ~40 KiB on SQL; more when it compresses far better)."""
+        view = memoryview(data)
+        for start in range(0, len(view), ZSTD_INPUT_PIECE):
+            output = self.decompress(view[start : start + ZSTD_INPUT_PIECE])
+            if output:
+                yield bytes(output)
 
     def finish(self) -> bytes:
         if not self._seen_data or not self._decompressor.eof:

@@ -7,17 +7,19 @@ import hashlib
 from collections.abc import Callable
 
 from pgdr.streams import Codec
-from pgdr.streams.compression import Compressor, make_compressor
+from pgdr.streams.buffers import Data, pieces
+from pgdr.streams.compression import Compressor, Identity, make_compressor
 from pgdr.streams.encryption import StreamEncryptor
 
 
 class Encoder:
     """write() plain bytes, close() at the end; sha256 and size are those of the stored (encoded) bytes.
 
-    compress() and emit() are separate so a worker thread can compress while the producer reads: write() is both.
+    The sink gets bytes or a memoryview of the caller's buffer, and must not keep it after it returns (uploads
+    copy what they buffer): the backup's buffers are reused (pgdr.streams.buffers).
     """
 
-    def __init__(self, sink: Callable[[bytes], None], codec: Codec, level: int | None = None,
+    def __init__(self, sink: Callable[[Data], None], codec: Codec, level: int | None = None,
                  recipients: list[object] | None = None) -> None:
         if codec.encrypted and not recipients:
             raise ValueError("an encrypted codec needs age recipients")
@@ -33,8 +35,15 @@ class Encoder:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def write(self, data: bytes) -> None:
-        self._encrypt(self._compressor.compress(data))
+    def write(self, data: Data) -> None:
+        """Compressed in pieces of PIECE_SIZE bytes, so each output is small enough for malloc to reuse (a 1 MiB
+        chunk at once would make a new ~450 KB output, fresh pages from the OS, every time); uncompressed data
+        goes on as it is, without a copy."""
+        if isinstance(self._compressor, Identity):
+            self._encrypt(data)
+            return
+        for piece in pieces(data):
+            self._encrypt(self._compressor.compress(piece))
 
     def end_member(self) -> int:
         """End the gzip member (zstd frame) here and start a new one: the stored bytes from the returned offset on
@@ -61,13 +70,13 @@ class Encoder:
             except Exception:  # noqa: BLE001 - aborting anyway; the original error is what matters
                 pass
 
-    def _encrypt(self, data: bytes) -> None:
+    def _encrypt(self, data: Data) -> None:
         if self._encryptor is not None:
             self._encryptor.write(data)
         else:
             self._store(data)
 
-    def _store(self, data: bytes) -> None:
+    def _store(self, data: Data) -> None:
         if data:
             self._digest.update(data)
             self.size += len(data)

@@ -79,7 +79,7 @@ class StreamEncryptor:
         finally:
             self._reader.close()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         try:
             self._input.write(data)
         except BrokenPipeError:
@@ -122,11 +122,20 @@ class DecryptingReader:
     def read(self, size: int = -1) -> bytes:
         data = self._output.read(size)
         if not data:
-            self._thread.join()
-            if self._error is not None:
-                raise IntegrityError(f"age decryption failed: {self._error}",
-                                     "the backup is corrupt or was encrypted for another key") from None
+            self._ended()
         return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        count = self._output.readinto(buffer)
+        if not count:
+            self._ended()
+        return count
+
+    def _ended(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise IntegrityError(f"age decryption failed: {self._error}",
+                                 "the backup is corrupt or was encrypted for another key") from None
 
     def close(self) -> None:
         self._output.close()

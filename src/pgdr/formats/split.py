@@ -79,6 +79,7 @@ SKIPPED_DATABASES = ("template0",)  # template1's contents are dumped and restor
 EXISTING_DATABASES = ("postgres", "template1")
 # A database that allows no connections cannot be dumped (the manifest records it as left out).
 DUMPABLE_DATABASES_QUERY = "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname"
+DUMP_HINT = "check the server's log and `pgdr status`, then run `pgdr backup` again"
 
 
 def globals_argv(pg_dumpall: str) -> list[str]:
@@ -288,7 +289,7 @@ def dump_globals(context: Context, pg_dumpall: str, storages: list[Storage], key
         scanner = DumpScanner()
         with client_environment(context.superuser_endpoint()) as environment, stream(
             globals_argv(pg_dumpall), stage="pg_dumpall --globals-only", direction="read", environment=environment,
-            exit_code=ExitCode.BACKUP_FAILED,
+            hint=DUMP_HINT, exit_code=ExitCode.BACKUP_FAILED,
         ) as dump:
             while chunk := dump.read():
                 scanner.feed(chunk)
@@ -313,7 +314,7 @@ def dump_database(context: Context, pg_dump: str, storages: list[Storage], key: 
         def produce(encoder: Encoder) -> None:
             with client_environment(endpoint) as environment, stream(
                 pg_dump_argv(pg_dump, snapshot), stage=f"pg_dump {database}", direction="read",
-                environment=environment, exit_code=ExitCode.BACKUP_FAILED,
+                environment=environment, hint=DUMP_HINT, exit_code=ExitCode.BACKUP_FAILED,
             ) as dump:
                 for chunk in gathered(dump):
                     encoder.write(chunk)

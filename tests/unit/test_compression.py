@@ -221,9 +221,9 @@ def test_zstd_levels_are_honoured() -> None:
     assert decompress("zstd", strong) == decompress("zstd", fast) == DATA
 
 
-@pytest.mark.parametrize(("cores", "load", "workers"), [(1, 0.0, 0), (2, 0.0, 0), (2, 1.7, 0), (3, 0.2, 1),
-                                                        (4, 0.0, 2), (4, 1.4, 1), (4, 2.6, 0), (64, 0.0, 2)])
-def test_zstd_takes_worker_threads_only_from_cores_free_beside_the_dump(cores: int, load: float,
+@pytest.mark.parametrize(("cores", "load", "workers"), [(1, 0.0, 1), (2, 0.0, 1), (2, 1.7, 1), (3, 0.2, 1),
+                                                        (4, 0.0, 2), (4, 1.4, 1), (4, 2.6, 1), (64, 0.0, 2)])
+def test_zstd_takes_a_second_worker_thread_only_from_a_core_free_beside_the_dump(cores: int, load: float,
                                                                         workers: int) -> None:
     assert zstd_workers(cores, load) == workers
 

@@ -23,9 +23,11 @@ GZIP_WBITS = 31  # zlib container = gzip
 GZIP_AUTO_WBITS = 47  # accept gzip or zlib headers
 ZSTD_DEFAULT_LEVEL = 3
 ZSTD_JOB_SIZE = 2 * 1024 * 1024
-# A dump keeps about two cores busy (the server's COPY and pg_dump or pg_dumpall); zstd's worker threads only help
-# on cores beyond those. One worker already compresses (level 3) faster than one COPY stream produces.
+# A dump keeps about two cores busy (the server's COPY and pg_dump or pg_dumpall); more zstd worker threads only help
+# on cores beyond those. One worker already compresses (level 3) faster than one COPY stream produces. None at all
+# (zstd in the calling thread) was measured 20% more CPU per backup than one or two on 2 cores (bench/README.md).
 DUMP_CORES = 2
+ZSTD_MIN_WORKERS = 1
 ZSTD_MAX_WORKERS = 2
 
 
@@ -93,10 +95,10 @@ class GzipDecompressor:
 
 
 def zstd_workers(cores: int, load: float) -> int:
-    """zstd's worker threads for a new stream, from the cores free beside the dump: the usable cores minus the two
-    the dump keeps busy and the load average of the rest of the machine. None on two cores: zstd then compresses in
-    the calling thread (itself pgdr's worker beside the dump) and does not take pg_dump's and the server's cores."""
-    return max(0, min(cores - DUMP_CORES - round(load), ZSTD_MAX_WORKERS))
+    """zstd's worker threads for a new stream: one, and a second only on a core free beside the dump (the usable
+    cores minus the two the dump keeps busy and the load average of the rest of the machine), so that on 2 cores
+    zstd does not add a thread to those of pg_dump and the server."""
+    return max(ZSTD_MIN_WORKERS, min(cores - DUMP_CORES - round(load), ZSTD_MAX_WORKERS))
 
 
 def free_zstd_workers() -> int:
@@ -108,8 +110,7 @@ class ZstdCompressor:
     def __init__(self, level: int | None, workers: int | None = None) -> None:
         # The frame checksum makes a corrupted backup fail to decompress. Jobs of 2 MiB instead of zstd's default
         # (4 windows, 8 MiB at level 3) keep its worker threads' buffers to ~12 MB instead of ~60 MB at the same
-        # speed and size (measured on the 1 GB bench dump: 248.09 vs 248.07 MB). With no workers the output is
-        # one frame as well (decoded the same way), a little smaller.
+        # speed and size (measured on the 1 GB bench dump: 248.09 vs 248.07 MB). Any worker count writes one frame.
         parameters = zstandard.ZstdCompressionParameters.from_level(
             ZSTD_DEFAULT_LEVEL if level is None else level, threads=free_zstd_workers() if workers is None else workers,
             job_size=ZSTD_JOB_SIZE, write_checksum=True

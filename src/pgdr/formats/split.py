@@ -356,9 +356,9 @@ def split_objects(storage: Storage, key: BackupKey) -> list[str]:
 
 
 def check_split(context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> Storage:
-    """Every part against the manifest (size, sha256), the globals decoded and scanned, each archive decoded and its
-    table of contents read by pg_restore. A backup outside the backup dir is copied into it on the way. Returns
-    the backup dir."""
+    """Every part against the manifest (size, sha256), the globals decoded and scanned, each archive's table of
+    contents read by pg_restore. A backup outside the backup dir is copied into it on the way. Returns the backup
+    dir."""
     manifest = record.manifest
     assert manifest is not None
     copy_to = working_copy(context, storage)

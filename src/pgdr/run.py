@@ -167,6 +167,16 @@ class Stream:
             raise StageFailed(self.stage, "stopped reading its input", self.stderr_text(), self.hint,
                               self.exit_code) from None
 
+    def offer(self, data: bytes) -> bool:
+        """write(), unless the process has stopped reading its input because it read all it needed (`pg_restore
+        --list` stops after the table of contents): False then. Its exit status is checked on exit as always."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(data)
+        except BrokenPipeError:
+            return False
+        return True
+
     def close_input(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.closed:
             try:

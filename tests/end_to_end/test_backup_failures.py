@@ -86,3 +86,30 @@ def test_a_successful_backup_is_complete_with_a_manifest_and_holds_no_password(l
     files = sorted(tree_snapshot(live.backups))
     assert files == [key, key + ".manifest.json"], files
     assert_no_password_in_dump(backup_path(live, key))
+
+
+FAKE_PG_DUMP = {name: script.replace("pg_dumpall", "pg_dump") for name, script in FAKE_PG_DUMPALL.items()
+                if name != "exits-zero-early"}  # an archive cut short with status 0 is not detected (see docs)
+
+
+@pytest.mark.parametrize("mode", sorted(FAKE_PG_DUMP))
+def test_a_split_backup_whose_pg_dump_dies_midway_fails_naming_it_and_keeps_nothing(live, workdir, mode):
+    """Each database's archive is streamed into pgdr's encoder while pg_dump writes it: a pg_dump that dies
+    midway leaves no part and no manifest, and the last good split backup stays the latest."""
+    live.config.write_text(live.config.read_text().replace('compression = "gzip"\n',
+                                                           'compression = "gzip"\nformat = "split"\n'))
+    load_sample_data(live, 100)
+    live.ok("backup")
+    [good] = keys(live)
+    load_sample_data(live, 2000)  # demo's archive is now well beyond the 30 kB the fake lets through
+    before = tree_snapshot(live.backups)
+    bin_dir = fake_bin_dir(workdir, "pg_dump", FAKE_PG_DUMP[mode])
+
+    result = fails(live, "backup", code=7, env={"PGDR_POSTGRES__BIN_DIR": str(bin_dir)})
+    assert "pg_dump " in result.stderr.splitlines()[0], result.stderr
+    assert ("exit status 3" if mode == "exits-non-zero" else "SIGKILL") in result.stderr, result.stderr
+
+    assert tree_snapshot(live.backups) == before, "the failed backup left or changed files"
+    assert keys(live) == [good]
+    live.ok("restore", "latest", "--clean", "--yes")
+    assert count_orders(live) == 100, "restore latest did not take the last good backup"

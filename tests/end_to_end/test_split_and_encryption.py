@@ -3,6 +3,7 @@ end to end against a real server."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -90,7 +91,7 @@ def test_corrupt_split_part_is_refused_before_the_server_is_touched(split_projec
     before = server_state(split_project)
     assert {"demo_user", "demo_readonly_user"}.isdisjoint(before["roles"]), "clean soft left the roles"
     record = newest(split_project)
-    part = split_project.backups / record["key"] / "db-001.dump"
+    part = split_project.backups / record["key"] / "db-001.dump.gz"
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0xFF
     part.write_bytes(bytes(data))
@@ -111,8 +112,9 @@ def test_an_archive_that_matches_a_forged_manifest_but_pg_restore_cannot_read_is
     key = newest(split_project)["key"]
     manifest_path = split_project.backups / (key + ".manifest.json")
     manifest = json.loads(manifest_path.read_text())
-    forged = b"PGDMP" + b"\x00" * 4096
     part = next(part for part in manifest["parts"] if part["database"] == "other")
+    assert part["name"].endswith(".dump.gz"), part["name"]  # compressed by pgdr: the forgery is too
+    forged = gzip.compress(b"PGDMP" + b"\x00" * 4096)
     (split_project.backups / key / part["name"]).write_bytes(forged)
     part["size"], part["sha256"] = len(forged), hashlib.sha256(forged).hexdigest()
     manifest["size"] = sum(item["size"] for item in manifest["parts"])
@@ -214,7 +216,7 @@ def test_split_backup_encrypted_with_age_restores_only_with_the_identity(split_p
     assert record["key"].endswith(".split") and record["verified"]
     parts = split_parts(split_project, record["key"])
     assert parts["names"][0] == "globals.sql.gz.age"
-    assert all(name.endswith(".dump.age") for name in parts["names"][1:]), parts["names"]
+    assert all(name.endswith(".dump.gz.age") for name in parts["names"][1:]), parts["names"]
     for name, data in parts.items():
         if name != "names":
             assert data.startswith(AGE_HEADER) and not decompresses(age_payload(data)), name

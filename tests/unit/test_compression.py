@@ -13,7 +13,14 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgdr.streams.compression import DECOMPRESSION_ERRORS, Identity, make_compressor, make_decompressor
+from pgdr.streams.compression import (
+    DECOMPRESSION_ERRORS,
+    Identity,
+    ZstdCompressor,
+    make_compressor,
+    make_decompressor,
+    zstd_workers,
+)
 
 CODECS = ["gzip", "zstd", "none"]
 COMPRESSED_CODECS = ["gzip", "zstd"]
@@ -212,3 +219,23 @@ def test_zstd_levels_are_honoured() -> None:
     fast, strong = compress("zstd", DATA, level=1), compress("zstd", DATA, level=19)
     assert len(strong) < len(fast)
     assert decompress("zstd", strong) == decompress("zstd", fast) == DATA
+
+
+@pytest.mark.parametrize(("cores", "load", "workers"), [(1, 0.0, 1), (2, 0.0, 1), (2, 1.7, 1), (3, 0.2, 1),
+                                                        (4, 0.0, 2), (4, 1.4, 1), (4, 2.6, 1), (64, 0.0, 2)])
+def test_zstd_takes_a_second_worker_thread_only_from_a_core_free_beside_the_dump(cores: int, load: float,
+                                                                        workers: int) -> None:
+    assert zstd_workers(cores, load) == workers
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_zstd_streams_with_any_worker_count_decode_alike(workers: int) -> None:
+    """No workers (the calling thread compresses) or some: one checksummed frame, read by the same decompressor."""
+    compressor = ZstdCompressor(None, workers)
+    blob = b"".join(compressor.compress(DATA[start : start + 65536]) for start in range(0, len(DATA), 65536))
+    blob += compressor.flush()
+    assert decompress("zstd", blob) == DATA
+    damaged = bytearray(blob)
+    damaged[len(damaged) // 2] ^= 0x55
+    with pytest.raises(DECOMPRESSION_ERRORS):
+        decompress("zstd", bytes(damaged))

@@ -16,10 +16,13 @@ a foreign-key or a unique violation (what a one-job restore would not hit), that
 again with --jobs 1, and said so. One database's failure stops no other: the error names the failed databases
 (each with its first ERROR line and statement; each holds a partial restore) and the ones restored completely.
 
-Parts are written with the backup's codecs (pgdr.streams): `globals.sql` + `.gz`/`.zst` + `.age`; an archive is
-compressed by pg_dump's own zlib for gzip (pg_restore reads it as it is), by pgdr for zstd, and encrypted by pgdr
-with age. An archive with an outer codec is decoded into a 0600 file beside the backups for as long as pg_restore
-reads it (pg_restore --jobs seeks in its file).
+Parts are written with the backup's codecs (pgdr.streams): `globals.sql` + `.gz`/`.zst` + `.age`, and each archive
+the same way, `db-001.dump` + `.gz`/`.zst` + `.age`: pg_dump writes it uncompressed (`--compress=0`) and pgdr
+compresses it (ISA-L for gzip, several times faster than the zlib inside pg_dump, which runs on pg_dump's one thread)
+and encrypts it. Split backups written before (gzip) hold `db-001.dump` or `db-001.dump.age`: compressed by
+pg_dump's own zlib, which pg_restore reads as it is; their names still say so and they restore as they did. An
+archive with an outer codec is decoded into a 0600 file beside the backups for as long as pg_restore reads it
+(pg_restore --jobs seeks in its file), so a restore needs room for the biggest databases' uncompressed archives.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from pgdr.storage import Storage
 from pgdr.storage.fanout import FanoutUpload
 from pgdr.storage.local import LocalStorage
 from pgdr.streams import Codec, codec_of_name
+from pgdr.streams.buffers import BufferPool
 from pgdr.streams.decoder import Tally, chunks_of, decoded
 from pgdr.streams.encoder import Encoder
 
@@ -75,15 +79,17 @@ SKIPPED_DATABASES = ("template0",)  # template1's contents are dumped and restor
 EXISTING_DATABASES = ("postgres", "template1")
 # A database that allows no connections cannot be dumped (the manifest records it as left out).
 DUMPABLE_DATABASES_QUERY = "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname"
-DUMP_COMPRESSION_LEVEL = 1  # pg_dump's own zlib: level 1 keeps the dump near its raw speed
+DUMP_HINT = "check the server's log and `pgdr status`, then run `pgdr backup` again"
 
 
 def globals_argv(pg_dumpall: str) -> list[str]:
     return [pg_dumpall, "--globals-only", "--no-role-passwords", "--no-password", "--quote-all-identifiers"]
 
 
-def pg_dump_argv(pg_dump: str, snapshot: str, level: int) -> list[str]:
-    return [pg_dump, "--format=custom", f"--compress={level}", f"--snapshot={snapshot}", "--no-password",
+def pg_dump_argv(pg_dump: str, snapshot: str) -> list[str]:
+    """An uncompressed custom-format archive on stdout: pgdr compresses it (`--compress=0` is "none" on every
+    pg_dump from 9.x to 18)."""
+    return [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password",
             "--quote-all-identifiers"]
 
 
@@ -260,19 +266,10 @@ def failure_message(failed: dict[str, Exception], complete: list[str]) -> str:
 
 
 def part_codec(part: StoredPart) -> Codec:
-    """A part's codec, from its name: `globals.sql.gz`, `db-001.dump` (pg_dump's own zlib, as gzip backups and
-    backups before codecs write them), `db-001.dump.zst.age`."""
+    """A part's codec, from its name: `globals.sql.gz`, `db-001.dump.gz.age`; `db-001.dump` and `db-001.dump.age`
+    (split gzip backups before pgdr compressed archives itself) hold pg_dump's own zlib, read by pg_restore."""
     base = GLOBALS_BASE if part.database is None else part.name[: part.name.index(ARCHIVE_SUFFIX) + len(ARCHIVE_SUFFIX)]
     return codec_of_name(part.name, base)
-
-
-def archive_codec(codec: Codec) -> tuple[Codec, int]:
-    """How a database's archive is stored for a backup codec, and pg_dump's own --compress level: gzip is pg_dump's
-    zlib inside the archive (pg_restore reads it as it is); zstd and none leave the archive uncompressed, zstd then
-    compresses it outside; age encrypts it outside either way."""
-    if codec.compression == "gzip":
-        return Codec("none", codec.encrypted), DUMP_COMPRESSION_LEVEL
-    return codec, 0
 
 
 def _write_part(context: Context, storages: list[Storage], key: BackupKey, name: str, codec: Codec,
@@ -292,7 +289,7 @@ def dump_globals(context: Context, pg_dumpall: str, storages: list[Storage], key
         scanner = DumpScanner()
         with client_environment(context.superuser_endpoint()) as environment, stream(
             globals_argv(pg_dumpall), stage="pg_dumpall --globals-only", direction="read", environment=environment,
-            exit_code=ExitCode.BACKUP_FAILED,
+            hint=DUMP_HINT, exit_code=ExitCode.BACKUP_FAILED,
         ) as dump:
             while chunk := dump.read():
                 scanner.feed(chunk)
@@ -307,7 +304,7 @@ def dump_database(context: Context, pg_dump: str, storages: list[Storage], key: 
                   database: str) -> tuple[StoredPart, DatabaseContents]:
     """pg_dump one database in a snapshot exported by a transaction that also counts its rows."""
     endpoint = context.superuser_endpoint(database)
-    codec, level = archive_codec(backup_codec(context))
+    codec = backup_codec(context)
     with session(endpoint, autocommit=False) as connection:
         connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = str(connection.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
@@ -316,11 +313,13 @@ def dump_database(context: Context, pg_dump: str, storages: list[Storage], key: 
 
         def produce(encoder: Encoder) -> None:
             with client_environment(endpoint) as environment, stream(
-                pg_dump_argv(pg_dump, snapshot, level), stage=f"pg_dump {database}", direction="read",
-                environment=environment, exit_code=ExitCode.BACKUP_FAILED,
+                pg_dump_argv(pg_dump, snapshot), stage=f"pg_dump {database}", direction="read",
+                environment=environment, hint=DUMP_HINT, exit_code=ExitCode.BACKUP_FAILED,
             ) as dump:
-                while chunk := dump.read():
+                pool = BufferPool(keep=1)  # one 1 MiB buffer, reused: encoder.write keeps nothing of it
+                for chunk in pool.filled(dump.read_into):
                     encoder.write(chunk)
+                    pool.give_back(chunk)
 
         part = _write_part(context, storages, key, codec.name(f"db-{index:03d}{ARCHIVE_SUFFIX}"), codec, produce)
         connection.rollback()
@@ -359,9 +358,9 @@ def split_objects(storage: Storage, key: BackupKey) -> list[str]:
 
 
 def check_split(context: Context, storage: Storage, record: BackupRecord, toolset: Toolset) -> Storage:
-    """Every part against the manifest (size, sha256), the globals decoded and scanned, each archive decoded and its
-    table of contents read by pg_restore. A backup outside the backup dir is copied into it on the way. Returns
-    the backup dir."""
+    """Every part against the manifest (size, sha256), the globals decoded and scanned, each archive's table of
+    contents read by pg_restore. A backup outside the backup dir is copied into it on the way. Returns the backup
+    dir."""
     manifest = record.manifest
     assert manifest is not None
     copy_to = working_copy(context, storage)
@@ -369,13 +368,9 @@ def check_split(context: Context, storage: Storage, record: BackupRecord, toolse
     context.output.step(f"Checking {record.key} ({len(manifest.parts)} parts: checksums, archive contents)")
     for part in manifest.parts:
         _check_part(context, storage, copy_to, record.key, part)
-    with tempfile.TemporaryDirectory(prefix=".pgdr-check-", dir=local.root) as folder:  # 0700, beside the backups
-        for part in manifest.parts:
-            if part.database is not None:
-                with plain_archive(context, local, record.key, part, Path(folder)) as path:
-                    run([toolset.path("pg_restore"), "--list", str(path)], stage=f"pg_restore --list {part.name}",
-                        hint="the archive is corrupt: restore another backup (see `pgdr list`)",
-                        exit_code=ExitCode.INTEGRITY)
+    for part in manifest.parts:
+        if part.database is not None:
+            _list_archive(context, local, record.key, part, toolset.path("pg_restore"))
     if copy_to is not None:
         copy_to.put_bytes(record.key.manifest_key, manifest.to_json())
     return local
@@ -406,6 +401,26 @@ def _check_part(context: Context, storage: Storage, copy_to: LocalStorage | None
         if tally.size != part.size or tally.sha256 != part.sha256 or (part.database is None and not scanner.complete):
             raise IntegrityError(f"part {part.name} of {key} does not match its manifest",
                                  "the backup is corrupt: restore another one (see `pgdr list`)")
+
+
+def _list_archive(context: Context, local: LocalStorage, key: BackupKey, part: StoredPart, pg_restore: str) -> None:
+    """pg_restore reads the archive's table of contents: the stored file itself when it has no outer codec, else
+    the decoded start of it on stdin. The table of contents comes first, and the stored bytes were checked whole
+    against the manifest already: decoding the rest (hundreds of MB) would only rewrite them."""
+    stage, hint = f"pg_restore --list {part.name}", "the archive is corrupt: restore another backup (see `pgdr list`)"
+    codec = part_codec(part)
+    if codec == Codec():
+        run([pg_restore, "--list", str(local.path_of(key.object_key(part.name)))], stage=stage, hint=hint,
+            exit_code=ExitCode.INTEGRITY)
+        return
+    identity = age_identity(context, codec, f"part {part.name} of {key}")
+    with local.open_download(key.object_key(part.name)) as handle, \
+            decoded(handle, codec, identity, f"part {part.name} of {key}") as chunks, \
+            stream([pg_restore, "--list"], stage=stage, direction="write", hint=hint,
+                   exit_code=ExitCode.INTEGRITY) as lister:
+        for chunk in chunks:
+            if not lister.offer(chunk):
+                break
 
 
 @contextmanager

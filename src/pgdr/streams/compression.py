@@ -5,6 +5,7 @@ All codecs work chunk by chunk so memory stays flat whatever the database size.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterator
 from typing import Protocol
@@ -24,6 +25,12 @@ GZIP_AUTO_WBITS = 47  # accept gzip or zlib headers
 ZSTD_DEFAULT_LEVEL = 3
 ZSTD_JOB_SIZE = 2 * 1024 * 1024
 ZSTD_INPUT_PIECE = 16 * 1024  # compressed bytes per call when decompressing in parts (ZstdDecompressor.pieces)
+# A dump keeps about two cores busy (the server's COPY and pg_dump or pg_dumpall); more zstd worker threads only help
+# on cores beyond those. One worker already compresses (level 3) faster than one COPY stream produces. None at all
+# (zstd in the calling thread) was measured 20% more CPU per backup than one or two on 2 cores (bench/README.md).
+DUMP_CORES = 2
+ZSTD_MIN_WORKERS = 1
+ZSTD_MAX_WORKERS = 2
 
 
 class Compressor(Protocol):
@@ -114,13 +121,26 @@ class GzipDecompressor:
         return self._decompressor.flush()
 
 
+def zstd_workers(cores: int, load: float) -> int:
+    """zstd's worker threads for a new stream: one, and a second only on a core free beside the dump (the usable
+    cores minus the two the dump keeps busy and the load average of the rest of the machine), so that on 2 cores
+    zstd does not add a thread to those of pg_dump and the server."""
+    return max(ZSTD_MIN_WORKERS, min(cores - DUMP_CORES - round(load), ZSTD_MAX_WORKERS))
+
+
+def free_zstd_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return zstd_workers(cores, os.getloadavg()[0])
+
+
 class ZstdCompressor:
-    def __init__(self, level: int | None) -> None:
+    def __init__(self, level: int | None, workers: int | None = None) -> None:
         # The frame checksum makes a corrupted backup fail to decompress. Jobs of 2 MiB instead of zstd's default
         # (4 windows, 8 MiB at level 3) keep its worker threads' buffers to ~12 MB instead of ~60 MB at the same
-        # speed and size (measured on the 1 GB bench dump: 248.09 vs 248.07 MB).
+        # speed and size (measured on the 1 GB bench dump: 248.09 vs 248.07 MB). Any worker count writes one frame.
         parameters = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_DEFAULT_LEVEL if level is None else level, threads=-1, job_size=ZSTD_JOB_SIZE, write_checksum=True
+            ZSTD_DEFAULT_LEVEL if level is None else level, threads=free_zstd_workers() if workers is None else workers,
+            job_size=ZSTD_JOB_SIZE, write_checksum=True
         )
         self._compressor = zstandard.ZstdCompressor(compression_params=parameters).compressobj()
 

@@ -1,0 +1,86 @@
+"""CPU seconds of `pgdr backup` variants against the harness's source cluster, rounds interleaved: pgdr's own CPU,
+its children's (pg_dump, pg_dumpall), the server's (the postmaster and the backends it reaped), wall and size.
+
+    python3 bench/backup_cpu.py --rounds 3 \\
+        old-split:/var/tmp/pgdr-old/src:split:gzip new-split::split:gzip zstd-level-2::plain:zstd:2
+
+A case is LABEL:PYTHONPATH:FORMAT:COMPRESSION[:LEVEL]; an empty PYTHONPATH runs the installed pgdr, another one
+runs the pgdr found there (`git archive COMMIT src | tar -x -C /var/tmp/pgdr-old` gives an older version). The
+source cluster must be running (`pgdr --config FOLDER/source/pgdr.toml up` after `harness.py --reuse` stopped it);
+each backup is deleted after it is measured. CPU seconds, not wall time, compare versions on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+KEYS = ("wall", "pgdr", "children", "server", "total", "size_mb")
+
+
+def server_cpu(source: Path) -> float:
+    """The postmaster's CPU and that of the children it reaped (every backend that has ended)."""
+    pid = int((source / ".pgdr" / "pgdata" / "postmaster.pid").read_text().split()[0])
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def clear(backups: Path) -> int:
+    size = sum(path.stat().st_size for path in backups.rglob("*") if path.is_file())
+    for item in backups.iterdir():
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    return size
+
+
+def measure(folder: Path, label: str, path: str, backup_format: str, compression: str, level: str = "") -> dict:
+    source = folder / "source"
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("PG", "PYTHONPATH"))}
+    environment |= {"PGDR_BACKUP__FORMAT": backup_format, "PGDR_BACKUP__COMPRESSION": compression, "NO_COLOR": "1"}
+    environment |= {"PYTHONPATH": path} if path else {}
+    environment |= {"PGDR_BACKUP__COMPRESSION_LEVEL": level} if level else {}
+    with tempfile.NamedTemporaryFile(suffix=".json") as usage_file:
+        before, start = server_cpu(source), time.monotonic()
+        done = subprocess.run([sys.executable, str(BENCH_DIR / "rusage_run.py"), usage_file.name, "-m", "pgdr",
+                               "--config", str(source / "pgdr.toml"), "backup"], cwd=source, env=environment,
+                              capture_output=True, text=True, check=False)
+        wall, server = time.monotonic() - start, server_cpu(source) - before
+        if done.returncode != 0:
+            raise SystemExit(f"{label}: pgdr backup exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+        usage = json.loads(Path(usage_file.name).read_text())
+    own = usage["self"]["cpu_user_s"] + usage["self"]["cpu_system_s"]
+    children = usage["children"]["cpu_user_s"] + usage["children"]["cpu_system_s"]
+    return {"label": label, "wall": round(wall, 2), "pgdr": round(own, 2), "children": round(children, 2),
+            "server": round(server, 2), "total": round(own + children + server, 2),
+            "size_mb": round(clear(folder / "backups") / 1e6, 1), "load": round(os.getloadavg()[0], 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases", nargs="+", help="LABEL:PYTHONPATH:FORMAT:COMPRESSION[:LEVEL]")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--folder", type=Path, default=Path("/var/tmp/pgdr-bench"), help="harness.py's --folder")
+    args = parser.parse_args()
+    cases = [case.split(":") for case in args.cases]
+    results = []
+    for number in range(args.rounds):
+        for case in cases[number % len(cases):] + cases[:number % len(cases)]:
+            results.append(measure(args.folder, *case))
+            print(json.dumps(results[-1]), flush=True)
+    print("medians (the upper one of an even count)")
+    for label, *_ in cases:
+        rows = [result for result in results if result["label"] == label]
+        print(label, json.dumps({key: sorted(row[key] for row in rows)[len(rows) // 2] for key in KEYS}))
+
+
+if __name__ == "__main__":
+    main()

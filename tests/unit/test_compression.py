@@ -19,6 +19,8 @@ from pgdr.streams.compression import (
     ZstdCompressor,
     make_compressor,
     make_decompressor,
+    usable_cores,
+    zstd_default_level,
     zstd_workers,
 )
 
@@ -226,6 +228,17 @@ def test_zstd_levels_are_honoured() -> None:
 def test_zstd_takes_a_second_worker_thread_only_from_a_core_free_beside_the_dump(cores: int, load: float,
                                                                         workers: int) -> None:
     assert zstd_workers(cores, load) == workers
+
+
+@pytest.mark.parametrize(("cores", "level"), [(1, 1), (2, 1), (3, 1), (4, 3), (64, 3)])
+def test_zstd_default_level_is_as_fast_as_gzip_where_no_cores_are_free_for_its_workers(cores: int, level: int) -> None:
+    assert zstd_default_level(cores) == level
+
+
+def test_an_unset_zstd_level_writes_what_the_chosen_level_writes() -> None:
+    chosen = zstd_default_level(usable_cores())
+    unset, explicit = ZstdCompressor(None, 1), ZstdCompressor(chosen, 1)
+    assert unset.compress(DATA) + unset.flush() == explicit.compress(DATA) + explicit.flush()
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2])

@@ -22,7 +22,11 @@ except ImportError:  # pragma: no cover - isal is a dependency, this is only a s
 
 GZIP_WBITS = 31  # zlib container = gzip
 GZIP_AUTO_WBITS = 47  # accept gzip or zlib headers
-ZSTD_DEFAULT_LEVEL = 3
+ZSTD_DEFAULT_LEVEL = 3  # where two cores are free beside the dump for zstd's workers
+# On fewer cores zstd's level 3 costs 2.3x ISA-L's CPU (6.9 against 3.0 s per GB of SQL), and that CPU is taken
+# from the dump: level 1 compresses about as fast as gzip (ISA-L level 2) to about its size (issue 17: zstd no
+# slower than gzip on 2 cores; bench/README.md). backup.compression_level always wins.
+ZSTD_FEW_CORES_LEVEL = 1
 ZSTD_JOB_SIZE = 2 * 1024 * 1024
 ZSTD_INPUT_PIECE = 16 * 1024  # compressed bytes per call when decompressing in parts (ZstdDecompressor.pieces)
 # A dump keeps about two cores busy (the server's COPY and pg_dump or pg_dumpall); more zstd worker threads only help
@@ -128,9 +132,18 @@ def zstd_workers(cores: int, load: float) -> int:
     return max(ZSTD_MIN_WORKERS, min(cores - DUMP_CORES - round(load), ZSTD_MAX_WORKERS))
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def free_zstd_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return zstd_workers(cores, os.getloadavg()[0])
+    return zstd_workers(usable_cores(), os.getloadavg()[0])
+
+
+def zstd_default_level(cores: int) -> int:
+    """zstd's level when backup.compression_level is unset: 3 where its two workers have cores of their own beside
+    the dump's two, else 1. From the cores only, not the load, so one machine always writes the same size."""
+    return ZSTD_DEFAULT_LEVEL if cores - DUMP_CORES >= ZSTD_MAX_WORKERS else ZSTD_FEW_CORES_LEVEL
 
 
 class ZstdCompressor:
@@ -139,9 +152,8 @@ class ZstdCompressor:
         # (4 windows, 8 MiB at level 3) keep its worker threads' buffers to ~12 MB instead of ~60 MB at the same
         # speed and size (measured on the 1 GB bench dump: 248.09 vs 248.07 MB). Any worker count writes one frame.
         parameters = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_DEFAULT_LEVEL if level is None else level, threads=free_zstd_workers() if workers is None else workers,
-            job_size=ZSTD_JOB_SIZE, write_checksum=True
-        )
+            zstd_default_level(usable_cores()) if level is None else level,
+            threads=free_zstd_workers() if workers is None else workers, job_size=ZSTD_JOB_SIZE, write_checksum=True)
         self._compressor = zstandard.ZstdCompressor(compression_params=parameters).compressobj()
 
     def compress(self, data: bytes | memoryview) -> bytes | memoryview:

@@ -64,13 +64,17 @@ def restored_reading(project: Project, observer: dict[str, str], jobs: int) -> t
     return int(rchar), result.stdout + result.stderr
 
 
-def test_a_parallel_restore_reads_the_backup_once_and_gives_back_the_cluster(many_databases, workdir):
-    project = many_databases
-    source = pg_dumpall(project)
+def backup_and_its_manifest(project) -> tuple[Path, Path, dict]:
     project.ok("backup")
     [stored] = [path for path in project.backups.rglob("*.sql.gz")]
     manifest_path = stored.with_name(stored.name + ".manifest.json")
-    manifest = json.loads(manifest_path.read_text())
+    return stored, manifest_path, json.loads(manifest_path.read_text())
+
+
+def test_a_parallel_restore_reads_the_backup_once_and_gives_back_the_cluster(many_databases, workdir):
+    project = many_databases
+    source = pg_dumpall(project)
+    stored, manifest_path, manifest = backup_and_its_manifest(project)
     assert len(manifest["sections"]) == DATABASES + 3  # template1, demo, postgres and ours
     assert all(section["compressed_offset"] for section in manifest["sections"])
     size = stored.stat().st_size
@@ -100,10 +104,7 @@ def test_offsets_that_do_not_match_the_file_are_said_and_the_restore_reads_from_
     the first psql starts, said, and the restore still gives back the cluster the slow way."""
     project = many_databases
     source = pg_dumpall(project)
-    project.ok("backup")
-    [stored] = [path for path in project.backups.rglob("*.sql.gz")]
-    manifest_path = stored.with_name(stored.name + ".manifest.json")
-    manifest = json.loads(manifest_path.read_text())
+    _, manifest_path, manifest = backup_and_its_manifest(project)
     manifest["sections"][5]["compressed_offset"] += 7
     manifest_path.write_text(json.dumps(manifest))
     _, output = restored_reading(project, io_observer(workdir / "observer"), jobs=3)

@@ -64,6 +64,9 @@ SuspiciousOption = Annotated[bool, typer.Option(
     "the one before); refused by default.")]
 
 
+VERSION_LINE = f"pgdr {__version__}"
+
+
 @dataclass
 class GlobalOptions:
     config: Path | None
@@ -73,7 +76,7 @@ class GlobalOptions:
 
 def _version(value: bool) -> None:
     if value:
-        print(f"pgdr {__version__}")
+        print(VERSION_LINE)
         raise typer.Exit()
 
 
@@ -659,6 +662,9 @@ def _terminate(signal_number: int, frame: object) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:  # answered before typer builds the command tree (scripts and probes ask often)
+        print(VERSION_LINE)
+        return
     started = datetime.now(UTC)
     signal.signal(signal.SIGTERM, _terminate)
     command = typer.main.get_command(app)

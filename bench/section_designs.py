@@ -37,7 +37,7 @@ from pgdr.formats.plain_sections import (
     uncompressed_range,
     without_stored_offsets,
 )
-from pgdr.formats.psql_feed import LOAD_SESSION_OPTIONS, GlobalsFilter, feed_psql
+from pgdr.formats.psql_feed import INDEX_BUILD_MEMORY_MB, LOAD_SESSION_OPTIONS, GlobalsFilter, feed_psql
 from pgdr.run import CHUNK_SIZE
 from pgdr.streams import Codec
 from pgdr.streams.decoder import decoded
@@ -124,7 +124,8 @@ def main() -> int:
     if args.mode != "alone":
         ranges = without_stored_offsets(ranges)
     environment = {"PATH": os.environ["PATH"], "PGHOST": "127.0.0.1", "PGPORT": str(args.port), "PGUSER": "postgres",
-                   "PGPASSWORD": os.environ[args.password_env], "PGOPTIONS": LOAD_SESSION_OPTIONS}
+                   "PGPASSWORD": os.environ[args.password_env],
+                   "PGOPTIONS": LOAD_SESSION_OPTIONS.format(memory=INDEX_BUILD_MEMORY_MB)}
     codec = Codec(manifest.compression)
     record = SimpleNamespace(key=SimpleNamespace(compression=codec.compression, encrypted=False, key="backup"))
     uncompressed_size = manifest.uncompressed_size

@@ -23,8 +23,10 @@ from pgdr.sqllexer import PsqlLexer, QuietListener, Statement
 # A database's or role's own settings must not stop its restore: a read-only default, or timeouts, restored with
 # it (ALTER DATABASE ... SET default_transaction_read_only = on) apply to every later session; these override
 # them for the restore's sessions only, and the settings themselves come back as they were.
-LOAD_SESSION_OPTIONS = ("-c synchronous_commit=off -c maintenance_work_mem=256MB -c default_transaction_read_only=off "
-                        "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0")
+LOAD_SESSION_OPTIONS = ("-c synchronous_commit=off -c maintenance_work_mem={memory}MB "
+                        "-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 "
+                        "-c idle_in_transaction_session_timeout=0")
+INDEX_BUILD_MEMORY_MB = 256  # any server's restore sessions; the managed cluster's are sized to the machine
 TRANSACTION_TIMEOUT_MAJOR = 17  # transaction_timeout exists from PostgreSQL 17; naming it before is a FATAL error
 HINT_RETRY = "fix the cause above, then `pgdr restore latest --clean` (or `pgdr clean soft --yes` and restore again)"
 
@@ -33,11 +35,10 @@ def load_session_options(context: Context) -> str:
     """LOAD_SESSION_OPTIONS for this server: with transaction_timeout off too where the server has it; the managed
     cluster, on this machine, gets more memory for index builds (sessions: up to jobs databases, jobs each)."""
     major, _ = context.server_version()
-    options = LOAD_SESSION_OPTIONS + (" -c transaction_timeout=0" if major >= TRANSACTION_TIMEOUT_MAJOR else "")
-    if context.is_local:
-        memory = index_build_memory_mb(physical_memory(), jobs(context) ** 2)
-        options = options.replace("maintenance_work_mem=256MB", f"maintenance_work_mem={memory}MB")
-    return options
+    memory = (index_build_memory_mb(physical_memory(), jobs(context) ** 2) if context.is_local
+              else INDEX_BUILD_MEMORY_MB)
+    return (LOAD_SESSION_OPTIONS.format(memory=memory)
+            + (" -c transaction_timeout=0" if major >= TRANSACTION_TIMEOUT_MAJOR else ""))
 
 
 def jobs(context: Context) -> int:

@@ -64,6 +64,7 @@ fi
 .venv/bin/python -m pip install -e '.[test,apprise]'
 report="$(mktemp -d)/junit.xml"
 status=0
-.venv/bin/python -m pytest -rs --junitxml="$report" "$@" || status=$?
+# --durations: the slowest tests at the end of the log, to keep the suite inside CI's time.
+.venv/bin/python -m pytest -rs --durations=20 --junitxml="$report" "$@" || status=$?
 .venv/bin/python .ci/check_skips.py "$report" tests/allowed_skips.txt || { [ "$status" -ne 0 ] || status=1; }
 exit "$status"

@@ -7,6 +7,7 @@ Nothing but the standard library and `pgdr` itself may be imported at the top of
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from pgdr import __version__
@@ -20,4 +21,7 @@ def main() -> None:
         return
     from pgdr.cli import main as run_command_line
 
+    # What start-up imported (typer, the command line) lives as long as the process: the collector need not walk it
+    # again, in each full collection and in the last one at exit (6 ms of `pgdr list`, bench/README.md).
+    gc.freeze()
     run_command_line()

@@ -6,8 +6,13 @@
 Cases, run --rounds times each, interleaved (the order rotated every round): `python3 -c pass` with the same
 interpreter (the floor: what any Python program pays), `pgdr --version`, `pgdr --help`, and `pgdr list` of a
 local folder holding a few backups (plain ones with manifests, and files of the old shell pipeline without one).
-pgdr is started the way its console script starts it (`from pgdr.cli import main`), by the interpreter running
-this file, so it is the pgdr this interpreter imports. No server is needed: `list` reads the folder only.
+pgdr is started the way its console script starts it (the entry point its pyproject.toml names, e.g.
+`from pgdr.entry import main`), by the interpreter running this file, so it is the pgdr this interpreter imports.
+No server is needed: `list` reads the folder only.
+
+As installed: pip compiles a package's bytecode when it installs it, so pgdr's own modules are compiled here
+(compileall) before the first run, and PYTHONDONTWRITEBYTECODE is not passed to the measured processes (with it,
+a source tree's modules would be compiled again at every start).
 
 Each run's wall time (start to exit) and CPU time (user + system, from wait4) are recorded; the summary gives
 medians and the 90th percentile, pgdr's excess over `python3 -c pass`, and issue 17's targets (`pgdr --version`
@@ -18,6 +23,7 @@ the top-level packages whose import took longest, with their time.
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
@@ -25,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,14 +52,40 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
+def entry_point() -> tuple[str, str]:
+    """(module, function) of the `pgdr` console script of the pgdr this interpreter imports: as the pyproject.toml
+    of its source tree names it (this checkout, or another one on PYTHONPATH), else as its installed metadata does,
+    else `pgdr.cli:main` (versions before the entry module had no other)."""
+    import pgdr
+
+    pyproject = Path(pgdr.__file__).resolve().parents[2] / "pyproject.toml"
+    named = None
+    if pyproject.is_file():
+        named = tomllib.loads(pyproject.read_text()).get("project", {}).get("scripts", {}).get("pgdr")
+    if named is None:
+        from importlib.metadata import entry_points
+
+        named = next((item.value for item in entry_points(group="console_scripts", name="pgdr")), "pgdr.cli:main")
+    module, _, function = named.partition(":")
+    return module, function
+
+
 def console_script(folder: Path) -> Path:
-    """A `pgdr` launcher as pip writes it (`from pgdr.cli import main`), for the interpreter running this file:
+    """A `pgdr` launcher as pip writes it (`from pgdr.entry import main`), for the interpreter running this file:
     the installed one may name another interpreter (a copied virtualenv)."""
+    module, function = entry_point()
     launcher = folder / "pgdr"
-    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom pgdr.cli import main\n\n"
-                        "if __name__ == '__main__':\n    sys.exit(main())\n")
+    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\n\n"
+                        f"if __name__ == '__main__':\n    sys.exit({function}())\n")
     launcher.chmod(0o755)
     return launcher
+
+
+def compile_pgdr() -> None:
+    """pgdr's bytecode, as pip writes it at install time (a no-op for modules already compiled)."""
+    import pgdr
+
+    compileall.compile_dir(Path(pgdr.__file__).parent, quiet=1)
 
 
 def write_backups(backups: Path) -> None:
@@ -104,9 +137,10 @@ def prepare(folder: Path) -> dict[str, list[str]]:
 
 def environment() -> dict[str, str]:
     """Ours without what would steer pgdr or libpq, and no terminal: what a script or a cron job sees. PYTHONPATH
-    stays: a run may measure another checkout's src that way, as the harness's cases do."""
+    stays: a run may measure another checkout's src that way, as the harness's cases do. PYTHONDONTWRITEBYTECODE
+    goes: an installed pgdr has its bytecode (compile_pgdr)."""
     kept = {name: value for name, value in os.environ.items()
-            if not name.startswith(("PG", "PGDR_", "AWS_")) and name != "DATABASE_URL"}
+            if not name.startswith(("PG", "PGDR_", "AWS_")) and name not in ("DATABASE_URL", "PYTHONDONTWRITEBYTECODE")}
     return kept | {"NO_COLOR": "1", "COLUMNS": "120"}
 
 
@@ -190,6 +224,7 @@ def target_checks(summary: dict[str, dict[str, float]], argvs: dict[str, list[st
 def run(folder: Path, rounds: int, say: Callable[[str], None] = log) -> dict[str, object]:
     """Every case `rounds` times, interleaved; the summary, issue 17's checks and the raw runs."""
     argvs = prepare(folder)
+    compile_pgdr()
     names = list(argvs)
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for name in names:  # untimed: compile the bytecode caches, warm the page cache
@@ -224,13 +259,38 @@ def check_lines(checks: list[dict[str, object]]) -> list[str]:
     return lines
 
 
+def instructions(argvs: dict[str, list[str]], cwd: Path) -> dict[str, int]:
+    """Instructions each case executes, counted by valgrind (cachegrind without its cache model): the same count
+    run after run, where wall and CPU time move by a third on a shared machine. One run of each case."""
+    counts = {}
+    for name, argv in argvs.items():
+        program = argv if argv[0] == sys.executable else [sys.executable, *argv]  # the launcher: run it by path
+        counter = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+        completed = subprocess.run([*counter, *program], cwd=cwd, env=environment() | {"PYTHONHASHSEED": "0"},
+                                   capture_output=True, text=True, timeout=RUN_TIMEOUT * 10, check=False)
+        found = [line for line in completed.stderr.splitlines() if line.split("==")[-1].strip().startswith("I")
+                 and "refs:" in line]
+        if completed.returncode != 0 or not found:
+            raise RuntimeError(f"valgrind {' '.join(argv)} exited {completed.returncode}: {completed.stderr[-500:]}")
+        counts[name] = int(found[-1].split(":")[1].replace(",", ""))
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20, help="runs of each case, interleaved (default 20)")
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help=f"work folder (default {DEFAULT_FOLDER})")
     parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each case's instructions under valgrind (slow; the same count every run)")
     args = parser.parse_args(argv)
     result = run(args.folder.resolve(), max(1, args.rounds))
+    if args.instructions:
+        folder = args.folder.resolve()
+        counts = instructions(prepare(folder), folder)
+        log("Instructions (valgrind, one run each, millions)\n" + "\n".join(
+            f"  {name:<26} {count / 1e6:>9.1f}" for name, count in counts.items()))
+        result["instructions"] = counts
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")

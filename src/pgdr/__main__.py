@@ -1,5 +1,5 @@
-"""`python -m pgdr` runs the CLI."""
+"""`python -m pgdr` runs the CLI, as the console script does."""
 
-from pgdr.cli import main
+from pgdr.entry import main
 
 main()

@@ -1,17 +1,26 @@
-"""What every action needs: settings, output, secrets, and the server (managed cluster or external)."""
+"""What every action needs: settings, output, secrets, and the server (managed cluster or external).
+
+The server's modules (pgdr.postgres: binaries, cluster, connections) are imported by the methods that use them:
+a command that never touches the server (`pgdr list` of a local folder) does not pay for them at start-up
+(tests/unit/test_startup_imports.py). The secret resolver is made at once: it registers the secrets' names, which
+every child process started later must not inherit.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from pgdr.config import Settings
 from pgdr.errors import BinariesError, ClusterError, Refused
-from pgdr.postgres.binaries import CLIENT_TOOLS, Toolset, find_toolset, server_major, too_old
-from pgdr.postgres.cluster import ExternalServer, LocalCluster
-from pgdr.postgres.connect import ADMIN_SESSION_OPTIONS, Endpoint, session
 from pgdr.secrets import SecretResolver, make_resolver
 from pgdr.ui import Output
+
+if TYPE_CHECKING:
+    from pgdr.postgres.binaries import Toolset
+    from pgdr.postgres.cluster import ExternalServer, LocalCluster
+    from pgdr.postgres.connect import Endpoint
 
 
 @dataclass
@@ -40,18 +49,27 @@ class Context:
 
     @cached_property
     def cluster(self) -> LocalCluster:
+        from pgdr.postgres.cluster import LocalCluster
+
         return LocalCluster(self.settings.postgres, self.settings.state_dir, log=self.output.info)
 
     @cached_property
     def external(self) -> ExternalServer:
+        from pgdr.postgres.cluster import ExternalServer
+
         return ExternalServer(self.settings.postgres, self.settings.base_dir)
 
     def superuser_endpoint(self, database: str = "postgres") -> Endpoint:
+        from pgdr.postgres.connect import ADMIN_SESSION_OPTIONS, Endpoint
+
         postgres = self.settings.postgres
         return Endpoint(postgres.host, postgres.port, postgres.superuser, self.secrets.get(postgres.password),
                         database, postgres.connect_timeout, ADMIN_SESSION_OPTIONS)
 
     def server_version(self) -> tuple[int, str]:
+        from pgdr.postgres.binaries import server_major
+        from pgdr.postgres.connect import session
+
         with session(self.superuser_endpoint()) as connection:
             row = connection.execute("SELECT current_setting('server_version_num')::int, version()").fetchone()
         assert row is not None
@@ -60,6 +78,8 @@ class Context:
     def client_tools(self, required: tuple[str, ...] = ("psql", "pg_dumpall")) -> tuple[Toolset, int]:
         """The command's client tools and the running server's major, checked before any work starts: tools older
         than the server are refused. One installation serves the whole command (see toolset)."""
+        from pgdr.postgres.binaries import too_old
+
         major, _ = self.server_version()
         toolset = self.toolset(major)
         if toolset.major < major:
@@ -73,6 +93,8 @@ class Context:
         Local mode: the managed cluster's own, its server and client tools in one folder. External mode, or a local
         data directory no installation found can run (bin_dir already on the next major, docs/UPGRADE.md): client
         tools alone, the first installation in discovery order at least as new as the server."""
+        from pgdr.postgres.binaries import CLIENT_TOOLS, find_toolset
+
         if self._toolset is None:
             self._toolset = self._cluster_toolset() or find_toolset(self.settings.postgres.bin_dir, CLIENT_TOOLS,
                                                                     minimum_major=major)

@@ -27,6 +27,7 @@ import tomllib
 from pathlib import Path
 
 import psutil
+from generate import Target, client_env, passfile
 
 BENCH_DIR = Path(__file__).resolve().parent
 KEYS = ("wall", "pgdr", "children", "server", "total", "size_mb")
@@ -61,19 +62,14 @@ def secret(source: Path, name: str) -> str:
 def measure_raw(folder: Path, label: str) -> dict:
     """`pg_dumpall --no-role-passwords --no-password > /dev/null`, the password in a 0600 PGPASSFILE."""
     source = folder / "source"
-    host, port = source_setting(source, "postgres", "host"), source_setting(source, "postgres", "port")
+    target = Target(source_setting(source, "postgres", "host"), int(source_setting(source, "postgres", "port")),
+                    source_setting(source, "postgres", "superuser"), secret(source, "POSTGRES_PASSWORD"))
     pg_dumpall = str(Path(source_setting(source, "postgres", "bin_dir")) / "pg_dumpall")
-    with tempfile.NamedTemporaryFile("w", suffix=".pgpass") as passfile:  # created 0600
-        passfile.write(f"{host}:{port}:*:postgres:{secret(source, 'POSTGRES_PASSWORD')}\n")
-        passfile.flush()
-        environment = {name: value for name, value in os.environ.items() if not name.startswith("PG")} | {
-            "PGHOST": host, "PGPORT": port, "PGUSER": "postgres", "PGDATABASE": "postgres",
-            "PGPASSFILE": passfile.name}
+    with passfile(target) as pgpassfile, open(os.devnull, "wb") as sink:
         before, start = server_cpu(source), time.monotonic()
-        with open(os.devnull, "wb") as sink:
-            process = subprocess.Popen([pg_dumpall, "--no-role-passwords", "--no-password"], stdout=sink,
-                                       env=environment)
-            _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.Popen([pg_dumpall, "--no-role-passwords", "--no-password"], stdout=sink,
+                                   env=client_env(target, pgpassfile))
+        _, status, usage = os.wait4(process.pid, 0)
         wall, server = time.monotonic() - start, server_cpu(source) - before
     if status != 0:
         raise SystemExit(f"{label}: pg_dumpall failed ({status})")

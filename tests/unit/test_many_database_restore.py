@@ -1,12 +1,16 @@
-"""A database's part of a plain backup with its CREATE DATABASE told to copy template0's files (STRATEGY =
-FILE_COPY): the one statement pg_dump wrote, found by the psql-exact lexer, gets the option before its own `;`;
-every other byte reaches psql as it was, and nothing a database user wrote can move or make that insertion."""
+"""What a restore of many databases does to spare each one's fixed cost.
+
+A plain backup's database part with its CREATE DATABASE told to copy template0's files (STRATEGY = FILE_COPY) in a
+bulk load on 15+: the one statement pg_dump wrote, found by the psql-exact lexer, gets the option before its own `;`;
+every other byte reaches psql as it was, and nothing a database user wrote can move or make that insertion. A split
+backup's small databases in one pg_restore --jobs 1 each, the biggest in passes."""
 
 from __future__ import annotations
 
 import pytest
 
 from pgdr.formats.plain_sections import FILE_COPY_OPTION, created_by_file_copy
+from pgdr.formats.split import SMALL_ARCHIVE, pass_jobs
 from pgdr.postgres.bulk_load import creates_by_file_copy, is_bulk_load
 from pgdr.sqllexer import PsqlLexer, QuietListener, Statement
 
@@ -131,3 +135,15 @@ def test_file_copy_only_in_a_bulk_load_on_15_or_newer(is_local: bool, major: int
 def test_a_restore_of_one_database_or_into_an_external_server_is_no_bulk_load() -> None:
     assert is_bulk_load(True, None)
     assert not is_bulk_load(True, "demo") and not is_bulk_load(False, None)
+
+
+@pytest.mark.parametrize(("sizes", "parallel", "expected"), [
+    ([900, 500, 40, 30, 20], 2, [2, 2, 1, 1, 1]),  # the two biggest in passes, the small ones in one pass
+    ([SMALL_ARCHIVE * 3, SMALL_ARCHIVE * 2, SMALL_ARCHIVE, SMALL_ARCHIVE - 1], 2, [2, 2, 2, 1]),  # big stays in passes
+    ([50, 40], 4, [4, 4]),  # no more databases than sessions: every one may use the free cores
+    ([50], 2, [2]),  # --database: the one database alone
+    ([50, 40, 30], 1, [1, 1, 1]),  # jobs = 1: one pass each, as before
+])
+def test_split_passes_only_where_a_database_can_use_several_cores(sizes: list[int], parallel: int,
+                                                                  expected: list[int]) -> None:
+    assert pass_jobs(sizes, parallel) == expected

@@ -14,7 +14,13 @@ decompression alone (`gzip -dc > /dev/null`). With `--designs`, the same backup 
 bench/section_designs.py, the three ways of reading the parts with the same code around them (`alone`,
 `from-start`, and `fanout`: one reader spooling the parts to files, the design not taken).
 Wall time, pgdr's own CPU, psql's CPU (pgdr's children) and the server's CPU (the postmaster and its exited
-backends, from /proc) per case; the machine may be shared, so CPU seconds are the steadier figure.
+backends, from /proc) per case; the machine may be shared, so CPU seconds are the steadier figure. pgdr's cases also
+split the server's CPU by what each backend was connected to (polled from /proc every few ms): `postgres` is where
+each database's session runs pg_dump's CREATE DATABASE before its \\connect, the databases' own names are their load.
+`--wait-after-clean S` waits S seconds between wiping the target cluster and restoring: on a file system that does
+not reuse inodes freed moments ago (ext4 without a journal skips, one by one, inodes freed in the last minute, or five
+when their table block is not yet written back), creating the files of 50 databases right after deleting those of
+the last restore costs several times more kernel CPU (bench/README.md, "many databases").
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from clusters import BENCH_DIR, Project, SetupFailed, run
@@ -68,17 +76,72 @@ def server_cpu(pid: int | None) -> float:
     return ticks_seconds(sum(int(value) for value in fields[11:15]))  # utime, stime, cutime, cstime
 
 
-def timed_restore(project: Project, jobs: int, work: Path) -> dict[str, float]:
+class BackendCpu(threading.Thread):
+    """The CPU of each process of the server (across its restarts), by the database a backend is connected to (from
+    its process title); other processes by their kind. Polled: a backend's last few ms may be missed."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(daemon=True)
+        self.data_dir, self.done = data_dir, threading.Event()
+        self.seen: dict[str, tuple[str, float]] = {}  # pid -> (label, CPU seconds)
+
+    def run(self) -> None:
+        while not self.done.wait(0.005):
+            try:
+                postmaster = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+                children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+            except OSError:
+                continue
+            for pid in [postmaster, *children]:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                self.seen[pid] = (self.seen.get(pid, ("", 0.0))[0] or label(title),
+                                  ticks_seconds(int(fields[11]) + int(fields[12])))
+
+    def by_label(self) -> Counter[str]:
+        self.done.set()
+        self.join()
+        found: Counter[str] = Counter()
+        for name, seconds in self.seen.values():
+            found[name] += seconds
+        return found
+
+
+SERVER_PROCESSES = ("checkpointer", "background", "walwriter", "autovacuum", "logical", "startup")
+
+
+def label(title: str) -> str:
+    """`postgres: USER DATABASE HOST STATE` -> DATABASE; a server process -> [its kind]; else [postmaster]."""
+    words = title.split()
+    if words[:1] != ["postgres:"] or len(words) < 3:
+        return "[postmaster]"
+    return f"[{words[1]}]" if words[1] in SERVER_PROCESSES else words[2]
+
+
+def timed_restore(project: Project, jobs: int, work: Path, wait_after_clean: float) -> dict[str, float]:
     project.fresh()
+    time.sleep(wait_after_clean)
     usage = work / "rusage.json"
+    backends = BackendCpu(project.data_dir)
+    backends.start()
     started = time.monotonic()
     run(project.argv("restore", "latest", rusage_file=usage), cwd=project.root,
         env=project.environment({"PGDR_BACKUP__JOBS": str(jobs)}), timeout=3600)
     wall = time.monotonic() - started
+    time.sleep(0.1)
+    by_label = backends.by_label()
+    databases = [seconds for name, seconds in by_label.items() if not name.startswith("[") and name != "postgres"]
     figures = json.loads(usage.read_text())
     return {"wall_s": wall, "pgdr_cpu_s": figures["self"]["cpu_user_s"] + figures["self"]["cpu_system_s"],
             "psql_cpu_s": figures["children"]["cpu_user_s"] + figures["children"]["cpu_system_s"],
-            "server_cpu_s": server_cpu(project.pid()), "pgdr_peak_rss_mb": figures["self"]["peak_rss_kib"] / 1024}
+            "server_cpu_s": server_cpu(project.pid()), "pgdr_peak_rss_mb": figures["self"]["peak_rss_kib"] / 1024,
+            "server_sampled_cpu_s": sum(by_label.values()), "backends_in_postgres_cpu_s": by_label["postgres"],
+            "backends_in_databases_cpu_s": sum(databases),
+            "biggest_database_cpu_s": max(databases, default=0.0),
+            "server_processes_cpu_s": sum(seconds for name, seconds in by_label.items() if name.startswith("["))}
 
 
 def timed_command(argv: list[str], **kwargs: object) -> dict[str, float]:
@@ -149,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--designs", nargs="*", choices=["alone", "from-start", "fanout"], default=None,
                         help="restore with bench/section_designs.py in these modes instead of pgdr's cases")
     parser.add_argument("--reuse", action="store_true", help="keep the cluster and backup of an earlier run")
+    parser.add_argument("--wait-after-clean", type=float, default=0.0,
+                        help="seconds between wiping the target cluster and each restore (default 0)")
+    parser.add_argument("--cases", nargs="*", choices=["alone", "from the start", "one stream"],
+                        default=["alone", "from the start", "one stream"], help="pgdr's cases to run")
     args = parser.parse_args(argv)
     bin_dir = args.bin_dir or default_bin_dir()
     args.root.mkdir(parents=True, exist_ok=True)
@@ -194,8 +261,10 @@ def measure(project: Project, args: argparse.Namespace) -> int:
             for case, variant, jobs in (("alone", manifest, args.jobs),
                                         ("from the start", without_compressed_offsets(manifest), args.jobs),
                                         ("one stream", manifest, 1)):
+                if case not in args.cases:
+                    continue
                 manifest_path.write_text(json.dumps(variant, indent=2))
-                figures = timed_restore(project, jobs, work)
+                figures = timed_restore(project, jobs, work, args.wait_after_clean)
                 results.setdefault(case, []).append(figures)
                 print(f"round {round_number + 1} {case}: " + ", ".join(f"{key} {value:.2f}" for key, value in
                                                                        figures.items()), flush=True)
@@ -219,6 +288,14 @@ def report(results: dict[str, list[dict[str, float]]]) -> None:
                if "pgdr_cpu_s" in best else f"{best['cpu_s']:.1f} (the tool)")
         walls = ", ".join(f"{figures['wall_s']:.1f}" for figures in rounds)
         print(f"| {case} | {best['wall_s']:.1f} ({walls}) | {cpu} |")
+    for case, rounds in results.items():
+        if "backends_in_postgres_cpu_s" in rounds[0]:
+            print(f"{case}: server CPU by backend (each round): " + "; ".join(
+                f"all {item['server_sampled_cpu_s']:.1f} = CREATE DATABASE sessions (in postgres) "
+                f"{item['backends_in_postgres_cpu_s']:.1f} + databases {item['backends_in_databases_cpu_s']:.1f} "
+                f"(biggest {item['biggest_database_cpu_s']:.1f}) + server processes "
+                f"{item['server_processes_cpu_s']:.1f}"
+                for item in rounds))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pgdr.formats.physical import not_restorable
 from pgdr.formats.psql_feed import HINT_RETRY, describe_psql_error
 from pgdr.postgres import inventory
 from pgdr.postgres.binaries import Toolset
-from pgdr.postgres.bulk_load import bulk_settings, fsync_is_off
+from pgdr.postgres.bulk_load import bulk_settings, fsync_is_off, is_bulk_load
 from pgdr.postgres.cluster import wait_until_reachable
 from pgdr.postgres.connect import session
 from pgdr.postgres.properties import apply_properties
@@ -178,7 +178,7 @@ def bulk_loading(context: Context, database: str | None) -> Iterator[bool]:
     """The load inside runs with a bulk load's settings when the target is the managed cluster and the whole backup
     is restored (yields True); afterwards, also after a failure, the server is stopped cleanly, synced to disk and
     started with its normal settings. Yields False, touching nothing, elsewhere."""
-    if not context.is_local or database is not None:
+    if not is_bulk_load(context.is_local, database):
         yield False
         return
     settings = bulk_settings(context.server_version()[0], keep_wal=wal_streamed(context))

@@ -12,13 +12,18 @@ psql starts (each must start a member that decompresses to a database header); i
 has none (older pgdr, encrypted backups), each session decompresses the backup from its start and skips to its
 part, as before: work that grows with databases x size. Backups without sections (older manifests, the old shell
 pipeline's files) are restored in one stream as before.
+
+During a bulk load on PostgreSQL 15+ each database's CREATE DATABASE, the one pg_dump wrote, gets STRATEGY =
+FILE_COPY before its `;` (created_by_file_copy; why in pgdr.postgres.bulk_load): found by the psql-exact lexer as the
+part's first statement other than pg_dump's SETs, so nothing a database user wrote can move the insertion, and
+every other byte reaches psql as it was.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -29,8 +34,10 @@ from pgdr.context import Context
 from pgdr.errors import IntegrityError
 from pgdr.formats.codecs import age_identity
 from pgdr.formats.psql_feed import GlobalsFilter, feed_psql, load_session_options, unprivileged_client
+from pgdr.postgres.bulk_load import creates_by_file_copy
 from pgdr.postgres.connect import client_environment
 from pgdr.run import CHUNK_SIZE, RunAs
+from pgdr.sqllexer import PsqlLexer, QuietListener, Statement, Word
 from pgdr.storage import Storage
 from pgdr.streams import Codec
 from pgdr.streams.decoder import HINT_CORRUPT, decoded
@@ -203,9 +210,11 @@ def restore_sections(context: Context, psql: str, storage: Storage, record: Back
         "Restoring", manifest.uncompressed_size
     ) as bar:
         session_environment = {**environment, "PGOPTIONS": load_session_options(context)}
-        restorer = _RangeRestorer(context, psql, storage, record, session_environment, bar, owner)
+        file_copy = creates_by_file_copy(context.is_local, context.server_version()[0])
+        restorer = _RangeRestorer(context, psql, storage, record, session_environment, bar, owner, file_copy)
         run_all([restorer.task(globals_range)], jobs=1)
-        context.output.info(f"   {len(databases)} databases, {min(jobs, len(databases))} at a time: "
+        created = " (each created as a copy of its template's files)" if file_copy else ""
+        context.output.info(f"   {len(databases)} databases, {min(jobs, len(databases))} at a time{created}: "
                             f"{', '.join(part.label.removeprefix('database ') for part in databases)}")
         run_all([restorer.task(part) for part in databases], jobs=jobs)
 
@@ -244,6 +253,56 @@ def _check_preamble(data: bytes, restrict: int, label: str) -> None:
         )
 
 
+FILE_COPY_OPTION = b" STRATEGY = FILE_COPY"
+CREATE_LIMIT = 64 * 1024  # bytes of a part searched for its CREATE DATABASE (pg_dump's preamble is ~1 KB)
+
+
+class _DatabaseCreation(QuietListener):
+    """Where pg_dump's CREATE DATABASE ends in a database's part: the part's first statement that is not a SET or a
+    SELECT (pg_dump's set_config), before any meta-command other than \\restrict; insert_at None when that statement
+    is not a CREATE DATABASE ended by `;` without a STRATEGY of its own (postgres and template1 start with \\connect
+    and create nothing)."""
+
+    def __init__(self) -> None:
+        self.decided = False
+        self.insert_at: int | None = None
+
+    def statement(self, statement: Statement) -> None:
+        if self.decided or statement.keyword(0) in ("set", "select"):
+            return
+        self.decided = True
+        if (statement.keyword(0), statement.keyword(1)) == ("create", "database") and not statement.truncated \
+                and statement.last_words[-1:] == [Word("symbol", ";")] \
+                and not any(word.is_keyword("strategy") for word in statement.words):
+            self.insert_at = statement.end - 1
+
+    def meta_command(self, offset: int, end: int, text: str) -> None:
+        if not text.startswith(("\\restrict ", "\\unrestrict ")):
+            self.decided = True
+
+
+def created_by_file_copy(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """A database's part with FILE_COPY_OPTION inserted before the `;` of its CREATE DATABASE (see _DatabaseCreation);
+    unchanged when there is none within CREATE_LIMIT bytes."""
+    finder = _DatabaseCreation()
+    lexer = PsqlLexer(finder)
+    held = bytearray()
+    rest = iter(pieces)
+    for piece in rest:
+        held += piece
+        lexer.feed(piece)
+        if finder.decided or len(held) >= CREATE_LIMIT:
+            break
+    else:
+        lexer.finish()
+    at = finder.insert_at
+    if at is not None and at < CREATE_LIMIT and held[at : at + 1] == b";":
+        held[at:at] = FILE_COPY_OPTION
+    if held:
+        yield bytes(held)
+    yield from rest
+
+
 @dataclass
 class _RangeRestorer:
     context: Context
@@ -253,6 +312,7 @@ class _RangeRestorer:
     environment: dict[str, str]
     bar: ProgressHandle
     owner: RunAs | None
+    file_copy: bool  # each database's CREATE DATABASE copies template0's files (created_by_file_copy)
 
     def task(self, part: SectionRange) -> Callable[[Sessions], None]:
         return lambda sessions: self.restore(part, sessions)
@@ -266,5 +326,7 @@ class _RangeRestorer:
             pieces = (stored_range(handle, self.record, part, last) if part.stored_start is not None else
                       uncompressed_range(self.context, handle, self.record, part.start, None if last else part.end))
             chunks = pieces if globals_filter is not None else restricted_from_the_start(pieces, part.label)
+            if globals_filter is None and self.file_copy:
+                chunks = created_by_file_copy(chunks)
             feed_psql(self.psql, chunks, f"psql ({part.label})", self.environment, globals_filter, self.owner,
                       sessions, self.bar.advance)

@@ -13,7 +13,11 @@ parallel; post-data in parallel without INDEX ATTACH and FK CONSTRAINT (which de
 among themselves on multi-level partitioned tables); the INDEX ATTACHes alone; the foreign keys in parallel. An
 entry that depends on a later pass's entry moves to that pass. Should a parallel pass still fail with a deadlock,
 a foreign-key or a unique violation (what a one-job restore would not hit), that database is dropped and restored
-again with --jobs 1, and said so. One database's failure stops no other: the error names the failed databases
+again with --jobs 1, and said so. The passes pay only where a database can use several cores: the `jobs` biggest
+databases and any archive of SMALL_ARCHIVE bytes or more; each smaller one, restored while other databases fill the
+sessions, goes in one `pg_restore --jobs 1` (pass_jobs), which cannot race either, instead of three table-of-contents
+reads and six pg_restore processes and connections (measured: 50 databases, pg_restore's CPU 8.7 -> 2.6 s, the
+server's about halved). One database's failure stops no other: the error names the failed databases
 (each with its first ERROR line and statement; each holds a partial restore) and the ones restored completely.
 
 Parts are written with the backup's codecs (pgdr.streams): `globals.sql` + `.gz`/`.zst` + `.age`, and each archive
@@ -80,6 +84,7 @@ EXISTING_DATABASES = ("postgres", "template1")
 # A database that allows no connections cannot be dumped (the manifest records it as left out).
 DUMPABLE_DATABASES_QUERY = "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname"
 DUMP_HINT = "check the server's log and `pgdr status`, then run `pgdr backup` again"
+SMALL_ARCHIVE = 8 * 2**20  # stored bytes below which a database not among the `jobs` biggest is restored in one pass
 
 
 def globals_argv(pg_dumpall: str) -> list[str]:
@@ -480,14 +485,20 @@ def _restore_databases(context: Context, toolset: Toolset, local: LocalStorage, 
     with --jobs 1; RestoreFailed names what failed and what is complete."""
     parallel = jobs(context)
     names = [part.database or "" for part in parts]
+    part_jobs = pass_jobs([part.size for part in parts], parallel)
+    serial = part_jobs.count(1) if parallel > 1 else 0
     context.output.info(f"   {len(parts)} databases, {min(parallel, max(1, len(parts)))} at a time, each with "
-                        f"pg_restore --jobs {parallel} in passes")
+                        f"pg_restore --jobs {parallel} in passes"
+                        + (f" but {serial} small ones, each in one pg_restore --jobs 1" if serial else ""))
     with tempfile.TemporaryDirectory(prefix=".pgdr-archives-", dir=local.root) as folder:  # 0700, beside the backup
         archive = partial(plain_archive, context, local, record.key, folder=Path(folder))
-        tasks = [_database_task(context, toolset, archive, part, parallel, environment) for part in parts]
+        tasks = [_database_task(context, toolset, archive, part, part_parallel, environment)
+                 for part, part_parallel in zip(parts, part_jobs, strict=True)]
         outcomes = run_each(tasks, jobs=parallel)
         failed = {name: error for name, error in zip(names, outcomes, strict=True) if error is not None}
-        for part in [part for part in parts if parallel > 1 and is_race(failed.get(part.database or ""))]:
+        raced = [part for part, part_parallel in zip(parts, part_jobs, strict=True)
+                 if part_parallel > 1 and is_race(failed.get(part.database or ""))]
+        for part in raced:
             name = part.database or ""
             context.output.warn(f"{name}: the parallel restore failed ({describe_failure(failed[name])}); dropping "
                                 "it and restoring it again with pg_restore --jobs 1")
@@ -500,6 +511,14 @@ def _restore_databases(context: Context, toolset: Toolset, local: LocalStorage, 
         raise RestoreFailed(failure_message(failed, [name for name in names if name not in failed]),
                             "fix the cause above, then restore the failed database again (`--database "
                             f"{next(iter(failed))} --clean`), or the whole backup with --clean")
+
+
+def pass_jobs(sizes: list[int], parallel: int) -> list[int]:
+    """pg_restore --jobs for each database, its stored size given biggest first: `parallel` (in passes) for the
+    `parallel` biggest and for any of SMALL_ARCHIVE bytes or more; 1 (the whole archive in one pg_restore) for the
+    others, which start only as other databases end and so run beside them, where the passes' fixed cost buys no
+    core that is free."""
+    return [parallel if rank < parallel or size >= SMALL_ARCHIVE else 1 for rank, size in enumerate(sizes)]
 
 
 def read_plan(pg_restore: str, path: Path, parallel: int) -> list[RestorePass]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pgdr import __version__
+from pgdr.entry import VERSION_LINE
 from pgdr.errors import ExitCode, Interrupted, PgdrError, UsageError
 
 if TYPE_CHECKING:
@@ -68,7 +68,6 @@ SuspiciousOption = Annotated[bool, typer.Option(
     "the one before); refused by default.")]
 
 
-VERSION_LINE = f"pgdr {__version__}"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pgdr.entry import VERSION_LINE
+from pgdr import VERSION_LINE
 from pgdr.errors import ExitCode, Interrupted, PgdrError, UsageError
 
 if TYPE_CHECKING:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import gc
 import sys
 
-from pgdr import __version__
-
-VERSION_LINE = f"pgdr {__version__}"
+from pgdr import VERSION_LINE
 
 
 def main() -> None:

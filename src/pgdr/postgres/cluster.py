@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pgdr.config import PostgresSettings
 from pgdr.errors import BinariesError, ClusterError, ExitCode, Refused, ServerUnreachable, StageFailed
-from pgdr.postgres.binaries import INSTALLATION, Toolset, find_toolsets, relocated_embedded
+from pgdr.postgres.binaries import INSTALLATION, Toolset, find_toolsets, first_toolset, relocated_embedded
 from pgdr.postgres.bulk_load import BULK_LOAD_MARK, is_marked
 from pgdr.postgres.connect import Endpoint, is_reachable
 from pgdr.run import RunAs, child_environment, run
@@ -130,13 +130,12 @@ class LocalCluster:
         return self.toolset
 
     def _installation(self) -> Toolset:
-        found = find_toolsets(self.settings.bin_dir, INSTALLATION)
         major = self.major_version()
-        if major is None:
-            return found[0]
-        for toolset in found:
-            if toolset.major == major:
-                return toolset
+        chosen = first_toolset(self.settings.bin_dir, INSTALLATION, lambda toolset: major in (None, toolset.major))
+        if chosen is not None:
+            return chosen
+        assert major is not None  # without a data directory the first installation is chosen (none: BinariesError)
+        found = find_toolsets(self.settings.bin_dir, INSTALLATION)
         newest = max(toolset.major for toolset in found)
         versions = ", ".join(sorted({str(toolset.major) for toolset in found}, key=int))
         raise ClusterError(

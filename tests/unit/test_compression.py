@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 
 import pytest
 import zstandard
@@ -252,3 +253,78 @@ def test_zstd_streams_with_any_worker_count_decode_alike(workers: int) -> None:
     damaged[len(damaged) // 2] ^= 0x55
     with pytest.raises(DECOMPRESSION_ERRORS):
         decompress("zstd", bytes(damaged))
+
+
+def decompress_in_pieces(codec: str, blob: bytes, chunk_size: int, size: int) -> list[bytes]:
+    """What the restore's reader does (pgdr.streams.decoder): each input chunk decompressed as pieces(chunk, size)."""
+    decompressor = make_decompressor(codec)
+    outputs = [piece for start in range(0, len(blob), chunk_size)
+               for piece in decompressor.pieces(blob[start : start + chunk_size], size)]
+    return [*outputs, decompressor.finish()]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize(("chunk_size", "size"), [(1, 1000), (997, 4096), (65536, 65536), (1 << 20, 8192)])
+def test_decompressing_in_pieces_gives_the_data_back_in_outputs_no_larger_than_asked(codec: str, chunk_size: int,
+                                                                                    size: int) -> None:
+    """The piece size bounds every output of gzip and none (zstd cuts its input instead), whatever the chunking."""
+    outputs = decompress_in_pieces(codec, compress(codec, DATA), chunk_size, size)
+    assert b"".join(outputs) == DATA
+    if codec != "zstd":
+        assert max(map(len, outputs)) <= size
+
+
+def test_a_small_input_that_inflates_hugely_comes_out_in_bounded_pieces() -> None:
+    """8 MiB of zeros compress to a few KiB of gzip: one input chunk must still come out as pieces of at most the
+    size asked, never the 8 MiB at once. (zstd's objects take no output limit: pieces cut its input instead, so such
+    data comes out whole; see ZstdDecompressor.pieces.)"""
+    zeros = bytes(8 << 20)
+    blob = compress("gzip", zeros)
+    assert len(blob) < 1 << 20
+    outputs = decompress_in_pieces("gzip", blob, len(blob), 65536)
+    assert b"".join(outputs) == zeros
+    assert max(map(len, outputs)) <= 65536
+
+
+@pytest.mark.parametrize("codec", COMPRESSED_CODECS)
+def test_concatenated_streams_decompress_in_pieces_as_one(codec: str) -> None:
+    """The backup ends a gzip member / zstd frame at each database section: the parts read as one stream."""
+    halves = (DATA[: len(DATA) // 3], DATA[len(DATA) // 3 :])
+    blob = b"".join(compress(codec, half) for half in halves)
+    assert b"".join(decompress_in_pieces(codec, blob, 4093, 8192)) == DATA
+
+
+@pytest.mark.parametrize("codec", COMPRESSED_CODECS)
+def test_a_truncated_stream_read_in_pieces_raises_on_finish(codec: str) -> None:
+    blob = compress(codec, DATA)
+    decompressor = make_decompressor(codec)
+    for _ in decompressor.pieces(blob[: len(blob) - 9], 4096):
+        pass
+    with pytest.raises(DECOMPRESSION_ERRORS):
+        decompressor.finish()
+
+
+def test_an_empty_stream_read_in_pieces_is_refused() -> None:
+    """No data at all is no gzip stream: pieces(b"") must not count as having seen one."""
+    decompressor = make_decompressor("gzip")
+    assert list(decompressor.pieces(b"", 4096)) == []
+    with pytest.raises(DECOMPRESSION_ERRORS):
+        decompressor.finish()
+
+
+def test_identity_pieces_are_copies_in_parts_of_the_size_asked() -> None:
+    """The caller reuses its buffer for the next read: what pieces yields must not change with it."""
+    buffer = bytearray(b"abcdefghij")
+    pieces = list(Identity().pieces(buffer, 4))
+    buffer[:] = bytes(10)
+    assert pieces == [b"abcd", b"efgh", b"ij"]
+
+
+def test_usable_cores_are_the_ones_this_process_may_run_on() -> None:
+    """A container or taskset limits the cores pgdr may use below the machine's count: a process held to one core
+    counts one, whatever the machine has."""
+    assert usable_cores() == len(os.sched_getaffinity(0))
+    probe = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+             "from pgdr.streams.compression import usable_cores; print(usable_cores())")
+    held = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert held.stdout == "1\n"

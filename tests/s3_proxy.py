@@ -33,7 +33,7 @@ def delivered(connection: socket.socket) -> None:
     while True:
         try:
             unsent = struct.unpack("i", fcntl.ioctl(connection.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the other pump thread already closed it (fileno -1)
             return
         if unsent == 0:
             return

@@ -123,13 +123,13 @@ def statements(data: bytes) -> list[bytes]:
     return found
 
 
-@pytest.mark.parametrize(("is_local", "major", "expected"), [
+@pytest.mark.parametrize(("bulk_load", "major", "expected"), [
     (True, 15, True), (True, 18, True),
     (True, 14, False),  # no STRATEGY option before 15
-    (False, 17, False),  # an external server: no bulk load, fsync may be on (two synced checkpoints a database)
+    (False, 17, False),  # no bulk load (an external server, one database): fsync may be on (two synced checkpoints)
 ])
-def test_file_copy_only_in_a_bulk_load_on_15_or_newer(is_local: bool, major: int, expected: bool) -> None:
-    assert creates_by_file_copy(is_local, major) is expected
+def test_file_copy_only_in_a_bulk_load_on_15_or_newer(bulk_load: bool, major: int, expected: bool) -> None:
+    assert creates_by_file_copy(bulk_load, major) is expected
 
 
 def test_a_restore_of_one_database_or_into_an_external_server_is_no_bulk_load() -> None:

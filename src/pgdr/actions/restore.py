@@ -133,7 +133,8 @@ def apply(context: Context, prepared: PreparedRestore, existing_roles: set[str],
     hint = HINT_RETRY + (f"; the state from before is in safety backup {safety_key}" if safety_key else "")
     try:
         with bulk_loading(context, database) as bulk:
-            prepared.backup_format.restore(context, prepared.toolset, storage, record, database, existing_roles)
+            prepared.backup_format.restore(context, prepared.toolset, storage, record, database, existing_roles,
+                                           bulk_load=bulk)
             _finish(context, record, database, checkpoint=not bulk)
     except StageFailed as failure:
         where = f" in {failure.stage}" if failure.stage != "psql" else ""

@@ -45,8 +45,9 @@ class BackupFormat(Protocol):
         """What the target must offer, for a backup whose manifest does not record it (read from the backup)."""
 
     def restore(self, context: Context, toolset: Toolset, storage: Storage, record: BackupRecord,
-                database: str | None, existing_roles: set[str]) -> None:
-        """Restore the whole backup, or one database of it, into the server."""
+                database: str | None, existing_roles: set[str], bulk_load: bool) -> None:
+        """Restore the whole backup, or one database of it, into the server. bulk_load: the server runs with a
+        bulk load's settings (pgdr.postgres.bulk_load), which a format may rely on for how it loads."""
 
     def objects(self, storage: Storage, key: BackupKey) -> list[str]:
         """The stored objects of one backup, in the order prune deletes them."""

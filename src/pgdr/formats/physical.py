@@ -116,7 +116,7 @@ class PhysicalFormat:
         return Requirements()
 
     def restore(self, context: Context, toolset: Toolset, storage: Storage, record: BackupRecord,
-                database: str | None, existing_roles: set[str]) -> None:
+                database: str | None, existing_roles: set[str], bulk_load: bool) -> None:
         raise not_restorable(record.key)
 
     def objects(self, storage: Storage, key: BackupKey) -> list[str]:

@@ -99,11 +99,11 @@ class PlainFormat:
         return reader.requirements()
 
     def restore(self, context: Context, toolset: Toolset, storage: Storage, record: BackupRecord,
-                database: str | None, existing_roles: set[str]) -> None:
+                database: str | None, existing_roles: set[str], bulk_load: bool) -> None:
         """Database by database, several at a time, when the manifest says where each starts; else one stream."""
         ranges = section_ranges(record.manifest)
         if ranges and jobs(context) > 1:
-            restore_sections(context, toolset.path("psql"), storage, record, ranges, jobs(context))
+            restore_sections(context, toolset.path("psql"), storage, record, ranges, jobs(context), bulk_load)
             return
         if jobs(context) > 1:
             context.output.info("   restoring in one stream: the backup's database boundaries are not proven by "

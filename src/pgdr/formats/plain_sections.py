@@ -198,8 +198,9 @@ def _readable_alone(context: Context, storage: Storage, record: BackupRecord, ra
 
 
 def restore_sections(context: Context, psql: str, storage: Storage, record: BackupRecord,
-                     ranges: list[SectionRange], jobs: int) -> None:
-    """The globals first (roles must exist before the databases' owners and grants), then the databases."""
+                     ranges: list[SectionRange], jobs: int, bulk_load: bool) -> None:
+    """The globals first (roles must exist before the databases' owners and grants), then the databases; during a
+    bulk load each database is created as a copy of its template's files (created_by_file_copy)."""
     ranges = _readable_alone(context, storage, record, ranges)
     globals_range, *databases = ranges
     databases.sort(key=lambda part: part.size, reverse=True)
@@ -210,7 +211,7 @@ def restore_sections(context: Context, psql: str, storage: Storage, record: Back
         "Restoring", manifest.uncompressed_size
     ) as bar:
         session_environment = {**environment, "PGOPTIONS": load_session_options(context)}
-        file_copy = creates_by_file_copy(context.is_local, context.server_version()[0])
+        file_copy = creates_by_file_copy(bulk_load, context.server_version()[0])
         restorer = _RangeRestorer(context, psql, storage, record, session_environment, bar, owner, file_copy)
         run_all([restorer.task(globals_range)], jobs=1)
         created = " (each created as a copy of its template's files)" if file_copy else ""

@@ -635,7 +635,7 @@ class SplitFormat:
         return Requirements(tablespaces=reader.requirements().tablespaces)
 
     def restore(self, context: Context, toolset: Toolset, storage: Storage, record: BackupRecord,
-                database: str | None, existing_roles: set[str]) -> None:
+                database: str | None, existing_roles: set[str], bulk_load: bool) -> None:
         restore_parts(context, toolset, LocalStorage(context.settings.backup.dir), record, database, existing_roles)
 
     def objects(self, storage: Storage, key: BackupKey) -> list[str]:

@@ -61,9 +61,10 @@ def is_bulk_load(is_local: bool, database: str | None) -> bool:
     return is_local and database is None
 
 
-def creates_by_file_copy(is_local: bool, major: int) -> bool:
-    """A whole restore's CREATE DATABASE copies the template's files (see the module's docstring)."""
-    return is_bulk_load(is_local, None) and major >= FILE_COPY_MAJOR
+def creates_by_file_copy(bulk_load: bool, major: int) -> bool:
+    """During a bulk load (the restore is told, pgdr.actions.restore.bulk_loading), CREATE DATABASE copies the
+    template's files (see the module's docstring)."""
+    return bulk_load and major >= FILE_COPY_MAJOR
 
 
 def bulk_settings(major: int, keep_wal: bool) -> dict[str, object]:

@@ -256,6 +256,8 @@ def test_an_external_server_is_never_restarted_nor_given_the_bulk_settings(workd
 
     assert result.returncode == 0, result.stderr
     assert "bulk load" not in result.stdout + result.stderr
+    assert " at a time" in result.stdout  # database by database, where FILE_COPY would be inserted
+    assert "copy of its template's files" not in result.stdout + result.stderr  # only in a bulk load
     assert settings_of(project) == before
     assert postmaster_pid(pg_server.data_dir) == pid
     assert count_orders(project) == 200

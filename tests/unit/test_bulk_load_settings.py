@@ -3,12 +3,20 @@ pgdr.conf that says the server may still run with them, and the memory of index 
 
 from __future__ import annotations
 
+import re
+import subprocess
+
+import pytest
+
+from harness import run_as_postgres_kwargs, server_bin_dir
+from pgdr.postgres import bulk_load
 from pgdr.postgres.bulk_load import (
     BULK_LOAD_MARK,
     bulk_settings,
     fsync_is_off,
     index_build_memory_mb,
     is_marked,
+    physical_memory,
 )
 from pgdr.postgres.cluster import server_settings_text
 
@@ -20,6 +28,38 @@ def test_without_streamed_wal_the_load_writes_minimal_wal_and_no_wal_senders():
     assert settings["fsync"] is False and settings["full_page_writes"] is False and settings["autovacuum"] is False
     assert (settings["wal_level"], settings["max_wal_senders"], settings["archive_mode"]) == ("minimal", 0, False)
     assert "summarize_wal" not in settings  # PostgreSQL 15 has no such setting: naming it stops the server starting
+
+
+@pytest.mark.parametrize("major", [15, 16])
+def test_before_17_wal_summaries_are_never_named(major: int):
+    assert "summarize_wal" not in bulk_settings(major, keep_wal=False)  # unknown before 17: the server would not start
+
+
+def test_every_setting_of_the_load_is_one_the_installed_server_knows():
+    """The names the bulk load writes into pgdr.conf, for the major of the installed server: a name it does not know
+    stops it from starting (the restore would fail before loading anything)."""
+    postgres = str(server_bin_dir() / "postgres")
+    version = subprocess.run([postgres, "--version"], capture_output=True, text=True, check=True,
+                             **run_as_postgres_kwargs()).stdout  # type: ignore[call-overload]
+    major = int(re.search(r"(\d+)", version.split(")", 1)[-1]).group(1))
+    described = subprocess.run([postgres, "--describe-config"], capture_output=True, text=True, check=True,
+                               **run_as_postgres_kwargs()).stdout  # type: ignore[call-overload]
+    known = {line.split("\t", 1)[0] for line in described.splitlines()}
+    for keep_wal in (False, True):
+        assert set(bulk_settings(major, keep_wal)) <= known, set(bulk_settings(major, keep_wal)) - known
+
+
+def test_physical_memory_is_what_the_kernel_reports_and_0_where_it_cannot_be_read(monkeypatch: pytest.MonkeyPatch):
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        kilobytes = int(next(line for line in handle if line.startswith("MemTotal:")).split()[1])
+    assert physical_memory() == kilobytes * 1024
+
+    def unreadable(name: str) -> int:
+        raise ValueError(name)
+
+    monkeypatch.setattr(bulk_load.os, "sysconf", unreadable)
+    assert physical_memory() == 0
+    assert index_build_memory_mb(physical_memory(), 4) == 256
 
 
 def test_from_17_wal_summaries_are_off_with_minimal_wal():
@@ -51,3 +91,4 @@ def test_index_build_memory_is_a_share_of_the_machine_between_256_mb_and_1_gb():
     assert index_build_memory_mb(8 * GB, 4) == 512
     assert index_build_memory_mb(64 * GB, 4) == 1024
     assert index_build_memory_mb(8 * GB, 0) == 1024  # no sessions counts as one
+    assert index_build_memory_mb(4 * GB, 0) == index_build_memory_mb(4 * GB, 1) == 1024

@@ -7,6 +7,8 @@ backup's small databases in one pg_restore --jobs 1 each, the biggest in passes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from pgdr.formats.plain_sections import FILE_COPY_OPTION, created_by_file_copy
@@ -42,6 +44,27 @@ def with_option(part: bytes, statement: bytes) -> bytes:
 def test_pg_dumps_create_database_gets_file_copy_before_its_semicolon_wherever_the_chunks_are_cut(
         cut: int | None) -> None:
     assert rewritten(PART, cut) == with_option(PART, CREATE)
+
+
+def test_the_option_is_postgresqls_strategy_clause_at_the_end_of_the_statement() -> None:
+    assert CREATE[:-1] + b" STRATEGY = FILE_COPY;" in rewritten(PART)
+    assert rewritten(PART).count(b"STRATEGY") == 1
+
+
+def test_the_part_is_handed_on_as_soon_as_its_create_database_is_found_not_held_whole() -> None:
+    """Memory stays flat: once the statement is decided, the held bytes go out before the next piece is read."""
+    consumed: list[int] = []
+
+    def pieces() -> Iterator[bytes]:
+        for number, piece in enumerate([PREAMBLE, CREATE + b"\n", AFTER, b"-- more\n" * 10_000]):
+            consumed.append(number)
+            yield piece
+
+    rewriting = created_by_file_copy(pieces())
+    first = next(rewriting)
+    assert consumed == [0, 1] and first == with_option(PREAMBLE + CREATE + b"\n", CREATE)
+    whole = PREAMBLE + CREATE + b"\n" + AFTER + b"-- more\n" * 10_000
+    assert b"".join([first, *rewriting]) == with_option(whole, CREATE)
 
 
 def test_each_chunk_cut_gives_the_same_bytes() -> None:

@@ -12,6 +12,7 @@ the source cluster, compared as pg_dumpall scripts.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -36,8 +37,10 @@ def many_databases(running_project: Project) -> Project:
     return running_project
 
 
-def io_observer(folder: Path) -> dict[str, str]:
-    """PYTHONPATH holding a sitecustomize that appends the process's rchar to a log when it exits."""
+def io_observer(folder: Path, project: Project) -> dict[str, str]:
+    """PYTHONPATH holding a sitecustomize that appends the process's rchar to a log when it exits, before the
+    project's own PYTHONPATH (which the mutation pass points at its copy of pgdr: replacing it would test the
+    unmutated code)."""
     folder.mkdir()
     log = folder / "rchar.log"
     (folder / "sitecustomize.py").write_text(textwrap.dedent(f"""
@@ -50,7 +53,8 @@ def io_observer(folder: Path) -> dict[str, str]:
 
         atexit.register(_record)
         """))
-    return {"PYTHONPATH": str(folder), "PGDR_TEST_RCHAR_LOG": str(log)}
+    python_path = os.pathsep.join(filter(None, [str(folder), project.environment.get("PYTHONPATH")]))
+    return {"PYTHONPATH": python_path, "PGDR_TEST_RCHAR_LOG": str(log)}
 
 
 def restored_reading(project: Project, observer: dict[str, str], jobs: int) -> tuple[int, str]:
@@ -78,7 +82,7 @@ def test_a_parallel_restore_reads_the_backup_once_and_gives_back_the_cluster(man
     assert len(manifest["sections"]) == DATABASES + 3  # template1, demo, postgres and ours
     assert all(section["compressed_offset"] for section in manifest["sections"])
     size = stored.stat().st_size
-    observer = io_observer(workdir / "observer")
+    observer = io_observer(workdir / "observer", project)
 
     one_stream, _ = restored_reading(project, observer, jobs=1)
     assert_same_dump(source, pg_dumpall(project), "the cluster restored in one stream")
@@ -107,6 +111,6 @@ def test_offsets_that_do_not_match_the_file_are_said_and_the_restore_reads_from_
     _, manifest_path, manifest = backup_and_its_manifest(project)
     manifest["sections"][5]["compressed_offset"] += 7
     manifest_path.write_text(json.dumps(manifest))
-    _, output = restored_reading(project, io_observer(workdir / "observer"), jobs=3)
+    _, output = restored_reading(project, io_observer(workdir / "observer", project), jobs=3)
     assert "the file does not match; each session decompresses the backup from its start" in output
     assert_same_dump(source, pg_dumpall(project), "the cluster restored with wrong offsets in the manifest")

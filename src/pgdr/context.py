@@ -33,6 +33,7 @@ class Context:
     i_mean_production: bool = False
     scratch: bool = False  # a throw-away cluster (drill, undo): nothing is said of it as of the live one
     _toolset: Toolset | None = field(default=None, init=False, repr=False)
+    _server_versions: dict[tuple[str, int], tuple[int, str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.resolver is None:
@@ -67,6 +68,16 @@ class Context:
                         database, postgres.connect_timeout, ADMIN_SESSION_OPTIONS)
 
     def server_version(self) -> tuple[int, str]:
+        """(major, version()) of the server, asked once per command and address: a backup asked it twice, one
+        connection each (the client tools' check, the manifest). Like the toolset, it is the command's: a command
+        never changes the major of the server it talks to."""
+        postgres = self.settings.postgres
+        address = (postgres.host, postgres.port)
+        if address not in self._server_versions:
+            self._server_versions[address] = self._ask_server_version()
+        return self._server_versions[address]
+
+    def _ask_server_version(self) -> tuple[int, str]:
         from pgdr.postgres.binaries import server_major
         from pgdr.postgres.connect import session
 

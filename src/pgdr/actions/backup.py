@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pgdr import __version__
-from pgdr.artifact import BackupFacts, BackupKey, DatabaseProperties, LeftOut, Manifest
+from pgdr.artifact import BackupFacts, BackupKey, LeftOut, Manifest
 from pgdr.context import Context
 from pgdr.errors import BackupFailed, StageFailed
 from pgdr.formats.base import BackupFormat
 from pgdr.formats.choice import for_new_backup
 from pgdr.locking import locked
 from pgdr.postgres.binaries import version_of
+from pgdr.postgres.connect import session
 from pgdr.postgres.properties import read_properties
 from pgdr.postgres.requirements import requirements_of_cluster
 from pgdr.storage import Storage, open_storage
@@ -55,24 +56,27 @@ def backup(context: Context, targets: list[str] | None = None, safety: bool = Fa
 
 
 def _facts(context: Context, key: BackupKey, started: datetime, pg_dumpall_version: str) -> BackupFacts:
-    """What the manifest says whatever the format: read before the dump starts."""
+    """What the manifest says whatever the format: read before the dump starts, over one session on `postgres`
+    (plus one per other database, side by side, for its extensions); the server version is the one the client
+    tools were checked against."""
     _, server_version = context.server_version()
-    properties, left_out = _left_out_of_the_dump(context)
+    endpoint = context.superuser_endpoint()
+    with session(endpoint) as connection:
+        properties, left_out = read_properties(connection)
+        requirements = requirements_of_cluster(endpoint, connection)
+    _warn_left_out(context, left_out)
     return BackupFacts(key=key.key, compression=key.compression, server_version=server_version,
                        pg_dumpall_version=pg_dumpall_version, pgdr_version=__version__, started_at=started,
                        encryption=context.settings.backup.encryption,
-                       database_properties=properties, left_out=left_out,
-                       requirements=requirements_of_cluster(context.superuser_endpoint()))
+                       database_properties=properties, left_out=left_out, requirements=requirements)
 
 
-def _left_out_of_the_dump(context: Context) -> tuple[list[DatabaseProperties], list[LeftOut]]:
-    """What pg_dumpall does not write (postgres's and template1's comments and settings; databases refusing
-    connections): the first is recorded to be put back, the second named now and in the manifest."""
-    properties, left_out = read_properties(context.superuser_endpoint())
+def _warn_left_out(context: Context, left_out: list[LeftOut]) -> None:
+    """pg_dumpall does not write postgres's and template1's comments and settings (recorded in the manifest, put
+    back after a restore) nor the databases refusing connections: those are named now and in the manifest."""
     for item in left_out:
         context.output.warn(f"database {item.name} is left out of the backup ({item.reason}); to back it up, "
                             f"`ALTER DATABASE {item.name} WITH ALLOW_CONNECTIONS true` before the backup")
-    return properties, left_out
 
 
 def _fresh_key(context: Context, backup_format: BackupFormat, storages: list[Storage], safety: bool

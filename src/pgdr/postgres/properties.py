@@ -9,29 +9,34 @@ restore's way), and names the second as left out, at backup time and in the mani
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pgdr.artifact import DatabaseGrant, DatabaseProperties, LeftOut, Manifest, RoleSetting
 from pgdr.postgres import sql
 from pgdr.postgres.connect import Endpoint, session
+
+if TYPE_CHECKING:
+    import psycopg
 
 CAPTURED_DATABASES = ("postgres", "template1")
 CLOSED_REASON = "datallowconn = false: pg_dumpall cannot connect to it, so it is not in the backup"
 
 
-def read_properties(endpoint: Endpoint) -> tuple[list[DatabaseProperties], list[LeftOut]]:
-    """The properties of postgres and template1, and the databases the dump leaves out."""
+def read_properties(connection: psycopg.Connection) -> tuple[list[DatabaseProperties], list[LeftOut]]:
+    """The properties of postgres and template1, and the databases the dump leaves out (connection: a superuser's
+    session on any database; the backup reads its other facts over the same one)."""
     captured = []
-    with session(endpoint) as connection:
-        for database in CAPTURED_DATABASES:
-            rows = connection.execute(sql.database_settings_query(database)).fetchall()  # type: ignore[call-overload]
-            if rows:
-                properties = _properties(database, rows)
-                access = connection.execute(sql.database_access_query(database)).fetchall()  # type: ignore[call-overload]
-                properties.owner = str(access[0][0])
-                properties.grants = None if access[0][1] else [
-                    DatabaseGrant(grantee=grantee, privilege=privilege, grantable=grantable)
-                    for _, _, grantee, privilege, grantable in access]
-                captured.append(properties)
-        closed = [row[0] for row in connection.execute(sql.closed_databases_query())]  # type: ignore[call-overload]
+    for database in CAPTURED_DATABASES:
+        rows = connection.execute(sql.database_settings_query(database)).fetchall()  # type: ignore[call-overload]
+        if rows:
+            properties = _properties(database, rows)
+            access = connection.execute(sql.database_access_query(database)).fetchall()  # type: ignore[call-overload]
+            properties.owner = str(access[0][0])
+            properties.grants = None if access[0][1] else [
+                DatabaseGrant(grantee=grantee, privilege=privilege, grantable=grantable)
+                for _, _, grantee, privilege, grantable in access]
+            captured.append(properties)
+    closed = [row[0] for row in connection.execute(sql.closed_databases_query())]  # type: ignore[call-overload]
     return captured, [LeftOut(name=name, reason=CLOSED_REASON) for name in closed]
 
 

@@ -3,8 +3,11 @@
 At backup time, `requirements_of_cluster` records what the cluster uses that a target server may lack: each
 database's installed extensions (with versions), what uses ICU (databases whose locale provider is ICU, collations
 created with ``provider = icu``; a column or index using such a collation is covered by the collation itself) and
-the tablespaces with their directories. One short connection reads the cluster's databases and tablespaces, then
-one connection and one query per database that allows connections (pg_dumpall dumps no other).
+the tablespaces with their directories. The caller's connection (the backup's one session on `postgres`, which also
+reads the database properties) reads the cluster's databases and tablespaces and its own database's needs; every
+other database that allows connections (pg_dumpall dumps no other) gets one connection and one query, side by side:
+each connection is a backend start on the server, mostly waiting, and they were a third of a small backup's
+fixed cost before pg_dumpall started (bench/README.md).
 
 Before a restore touches anything, `offer_of_server` reads the same things on the target: the extensions it can
 install (`pg_available_extensions`: the control files of its binaries), whether it was built with ICU (initdb
@@ -16,6 +19,7 @@ such as a managed service's administrator, leaves that to CREATE TABLESPACE).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -26,6 +30,7 @@ from pgdr.postgres.connect import Endpoint, session
 # pg_dumpall never creates these (it connects to them): their locale provider is the target's own.
 NOT_CREATED_BY_THE_DUMP = ("template0", "template1", "postgres")
 ICU_PROVIDER_SINCE = 15  # pg_database.datlocprovider
+SESSIONS_AT_ONCE = 4  # per-database sessions side by side: backend starts, mostly waiting
 
 
 def databases_query(server_major: int) -> str:
@@ -72,29 +77,42 @@ def directory_query() -> str:
     return "SELECT (pg_catalog.pg_stat_file(%s, true)).isdir"
 
 
-def requirements_of_cluster(endpoint: Endpoint) -> Requirements:
-    """What the cluster behind endpoint (a superuser, any database) needs from a server it is restored into."""
-    with session(endpoint) as connection:
-        major = int(connection.info.server_version) // 10000
-        databases = connection.execute(databases_query(major)).fetchall()  # type: ignore[call-overload]
-        tablespaces = connection.execute(tablespaces_query()).fetchall()  # type: ignore[call-overload]
+def requirements_of_cluster(endpoint: Endpoint, connection: psycopg.Connection) -> Requirements:
+    """What the cluster behind endpoint (a superuser, any database) needs from a server it is restored into;
+    connection: a session on endpoint, used for the cluster-wide queries and for endpoint's own database."""
+    major = int(connection.info.server_version) // 10000
+    databases = connection.execute(databases_query(major)).fetchall()  # type: ignore[call-overload]
+    tablespaces = connection.execute(tablespaces_query()).fetchall()  # type: ignore[call-overload]
     needs = Requirements(
         icu=[f"database {name}" for name, _, icu in databases if icu and name not in NOT_CREATED_BY_THE_DUMP],
         tablespaces=[TablespaceNeed(name=name, location=location) for name, location in tablespaces if location])
-    for name, allows_connections, _ in databases:
-        if allows_connections:
-            _add_database_needs(endpoint.on(name), needs)
+    names = [name for name, allows_connections, _ in databases if allows_connections]
+    others = [name for name in names if name != endpoint.database]
+    rows = {name: _rows(connection) for name in names if name == endpoint.database}
+    if others:
+        with ThreadPoolExecutor(max_workers=min(len(others), SESSIONS_AT_ONCE),
+                                thread_name_prefix="pgdr-needs") as pool:
+            rows.update(zip(others, pool.map(lambda name: _database_rows(endpoint.on(name)), others), strict=True))
+    for name in names:  # in the catalog's order, whichever session answered first
+        _add_database_needs(name, rows[name], needs)
     return needs
 
 
-def _add_database_needs(endpoint: Endpoint, needs: Requirements) -> None:
+def _database_rows(endpoint: Endpoint) -> list[tuple[str, str, str]]:
     with session(endpoint) as connection:
-        rows = connection.execute(database_needs_query()).fetchall()  # type: ignore[call-overload]
+        return _rows(connection)
+
+
+def _rows(connection: psycopg.Connection) -> list[tuple[str, str, str]]:
+    return connection.execute(database_needs_query()).fetchall()  # type: ignore[call-overload, no-any-return]
+
+
+def _add_database_needs(database: str, rows: list[tuple[str, str, str]], needs: Requirements) -> None:
     for kind, name, version in rows:
         if kind == "extension":
-            needs.extensions.append(ExtensionNeed(database=endpoint.database, name=name, version=version or ""))
+            needs.extensions.append(ExtensionNeed(database=database, name=name, version=version or ""))
         else:
-            needs.icu.append(f"collation {endpoint.database}.{name}")
+            needs.icu.append(f"collation {database}.{name}")
 
 
 @dataclass(frozen=True)

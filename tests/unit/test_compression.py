@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import random
 import shutil
@@ -267,21 +268,21 @@ def decompress_in_pieces(codec: str, blob: bytes, chunk_size: int, size: int) ->
 @pytest.mark.parametrize(("chunk_size", "size"), [(1, 1000), (997, 4096), (65536, 65536), (1 << 20, 8192)])
 def test_decompressing_in_pieces_gives_the_data_back_in_outputs_no_larger_than_asked(codec: str, chunk_size: int,
                                                                                     size: int) -> None:
-    """The piece size bounds every output of gzip and none (zstd cuts its input instead), whatever the chunking."""
+    """The piece size bounds every output, whatever the codec and the chunking."""
     outputs = decompress_in_pieces(codec, compress(codec, DATA), chunk_size, size)
     assert b"".join(outputs) == DATA
-    if codec != "zstd":
-        assert max(map(len, outputs)) <= size
+    assert max(map(len, outputs)) <= size
 
 
-def test_a_small_input_that_inflates_hugely_comes_out_in_bounded_pieces() -> None:
-    """8 MiB of zeros compress to a few KiB of gzip: one input chunk must still come out as pieces of at most the
-    size asked, never the 8 MiB at once. (zstd's objects take no output limit: pieces cut its input instead, so such
-    data comes out whole; see ZstdDecompressor.pieces.)"""
+@pytest.mark.parametrize("codec", COMPRESSED_CODECS)
+@pytest.mark.parametrize("level", [None, 1, 19])
+def test_a_small_input_that_inflates_hugely_comes_out_in_bounded_pieces(codec: str, level: int | None) -> None:
+    """8 MiB of zeros compress to a few KiB: one input chunk must still come out as pieces of at most the size
+    asked, never the 8 MiB at once."""
     zeros = bytes(8 << 20)
-    blob = compress("gzip", zeros)
+    blob = compress(codec, zeros, 1 << 20, level if codec == "zstd" else None)
     assert len(blob) < 1 << 20
-    outputs = decompress_in_pieces("gzip", blob, len(blob), 65536)
+    outputs = decompress_in_pieces(codec, blob, len(blob), 65536)
     assert b"".join(outputs) == zeros
     assert max(map(len, outputs)) <= 65536
 
@@ -328,3 +329,135 @@ def test_usable_cores_are_the_ones_this_process_may_run_on() -> None:
              "from pgdr.streams.compression import usable_cores; print(usable_cores())")
     held = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert held.stdout == "1\n"
+
+
+# A backup file is written by whoever can reach the bucket or the disk. The frames below are crafted by hand
+# (RFC 8878), as an attacker would: 4 bytes per RLE block, each decompressing to 128 KiB.
+RLE_BLOCK_SIZE = 128 * 1024
+CRAFTED_BLOCKS = 2048  # 256 MiB from 8 KiB
+
+
+def rle_frame(blocks: int, byte: int = 0x41, block_size: int = RLE_BLOCK_SIZE) -> bytes:
+    """A zstd frame of `blocks` RLE blocks of `block_size` copies of `byte`: a 128 KiB window, no checksum."""
+    header = ZSTD_FRAME_MAGIC + bytes([0x00, 0x38])  # no content size, window descriptor 2**17
+    body = b"".join(rle_block(block_size, byte, last=number == blocks - 1) for number in range(blocks))
+    return header + body
+
+
+def rle_block(size: int, byte: int, last: bool) -> bytes:
+    return ((size << 3) | (1 << 1) | int(last)).to_bytes(3, "little") + bytes([byte])
+
+
+def skippable_frame(content: bytes, kind: int = 0) -> bytes:
+    return (0x184D2A50 + kind).to_bytes(4, "little") + len(content).to_bytes(4, "little") + content
+
+
+ZSTD_FRAME_MAGIC = (0xFD2FB528).to_bytes(4, "little")
+CRAFTED = rle_frame(CRAFTED_BLOCKS)
+
+
+def sha256_of_pieces(blob: bytes, chunk_size: int, size: int) -> tuple[str, int, int]:
+    """sha256, total and largest output of blob decompressed in pieces, without keeping the output."""
+    decompressor = make_decompressor("zstd")
+    digest, total, largest = hashlib.sha256(), 0, 0
+    for start in range(0, len(blob), chunk_size):
+        for piece in decompressor.pieces(blob[start : start + chunk_size], size):
+            digest.update(piece)
+            total, largest = total + len(piece), max(largest, len(piece))
+    assert decompressor.finish() == b""
+    return digest.hexdigest(), total, largest
+
+
+def sha256_of_repeated(byte: int, count: int) -> str:
+    digest, block = hashlib.sha256(), bytes([byte]) * RLE_BLOCK_SIZE
+    for _ in range(count // RLE_BLOCK_SIZE):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize(("chunk_size", "size"), [(16 * 1024, 65536), (len(CRAFTED), 4096), (3, 65536)])
+def test_a_crafted_zstd_bomb_comes_out_in_pieces_of_the_size_asked(chunk_size: int, size: int) -> None:
+    """8 KiB of RLE blocks decompress to 256 MiB: every output at most `size`, whatever the input chunks."""
+    assert len(CRAFTED) < 9000
+    digest, total, largest = sha256_of_pieces(CRAFTED, chunk_size, size)
+    assert total == CRAFTED_BLOCKS * RLE_BLOCK_SIZE
+    assert largest <= size
+    assert digest == sha256_of_repeated(0x41, total)
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd CLI is not installed (apt-get install zstd)")
+def test_the_zstd_cli_reads_the_crafted_frames_as_we_do() -> None:
+    """The crafted frames are real zstd, not a quirk of our reader: the CLI decodes them to the same bytes."""
+    blob = rle_frame(300, 0x7A) + skippable_frame(b"ignored") + compress("zstd", DATA) + rle_frame(3, 0x0A, 5)
+    digest, total, largest = sha256_of_pieces(blob, 4096, 65536)
+    cli = subprocess.run(["zstd", "-d", "-c", "-q"], input=blob, capture_output=True, check=True).stdout
+    assert (hashlib.sha256(cli).hexdigest(), len(cli)) == (digest, total)
+    assert total == 300 * RLE_BLOCK_SIZE + len(DATA) + 15
+    assert largest <= 65536
+
+
+MEMORY_PROBE = """
+import io, resource, sys
+from pgdr.streams import Codec
+from pgdr.streams.decoder import decoded
+sys.path.insert(0, {tests!r})
+from test_compression import CRAFTED
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+total = largest = 0
+with decoded(io.BytesIO(CRAFTED), Codec("zstd"), None, "crafted") as chunks:
+    for chunk in chunks:
+        total, largest = total + len(chunk), max(largest, len(chunk))
+print(total, largest, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_crafted_zstd_bomb_restores_in_flat_memory() -> None:
+    """The restore's own reader (pgdr.streams.decoder) over the 256 MiB bomb: the process's peak memory grows by
+    a few MiB at most, not by the output (the old reader grew by 512 MiB: one 16 KiB input, one output)."""
+    probe = MEMORY_PROBE.format(tests=os.path.dirname(__file__))
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    total, largest, grown_kib = map(int, result.stdout.split())
+    assert total == CRAFTED_BLOCKS * RLE_BLOCK_SIZE
+    assert largest <= 64 * 1024
+    assert grown_kib < 16 * 1024, f"peak memory grew by {grown_kib} KiB decompressing the crafted frame"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["compressed", "rle", "skippable", "empty"]), st.binary(max_size=3000),
+                          st.integers(1, 40)), min_size=1, max_size=5),
+       st.integers(1, 5000), st.integers(16, 200_000))
+def test_zstd_frames_of_any_kind_come_out_whole_and_bounded_at_any_cut(frames: list[tuple[str, bytes, int]],
+                                                                      cut: int, size: int) -> None:
+    """Concatenated frames (compressed, crafted RLE, skippable, empty), fed in inputs of any size: every part at
+    most `size` bytes, nothing lost, the end of the stream still seen."""
+    stored, expected = b"", b""
+    for kind, data, count in frames:
+        if kind == "compressed":
+            stored, expected = stored + compress("zstd", data * count, 7919), expected + data * count
+        elif kind == "rle":
+            stored, expected = stored + rle_frame(count, count, 101 * count), expected + bytes([count]) * 101 * count**2
+        elif kind == "skippable":
+            stored += skippable_frame(data, count % 16)
+        else:
+            stored += compress("zstd", b"")
+    decompressor = make_decompressor("zstd")
+    parts = [part for start in range(0, len(stored), cut)
+             for part in decompressor.pieces(memoryview(stored)[start : start + cut], size)]
+    assert b"".join(parts) + decompressor.finish() == expected
+    assert all(0 < len(part) <= size for part in parts)
+
+
+def test_every_truncation_of_crafted_frames_is_caught_but_at_the_end_of_a_frame() -> None:
+    """A cut between two frames leaves a valid stream (as between two gzip members); any other cut raises."""
+    frames = [rle_frame(4, 0x30), skippable_frame(b"xy"), compress("zstd", DATA[:2000])]
+    blob = b"".join(frames)
+    ends = {len(b"".join(frames[: count + 1])): count + 1 for count in range(len(frames))}
+    for cut in range(len(blob)):
+        if cut in ends:
+            expected = bytes([0x30]) * 4 * RLE_BLOCK_SIZE + (DATA[:2000] if ends[cut] == 3 else b"")
+            parts = decompress_in_pieces("zstd", blob[:cut], 5, 4096)
+            assert b"".join(parts) == expected
+            assert max(map(len, parts)) <= 4096
+            continue
+        with pytest.raises(DECOMPRESSION_ERRORS):
+            decompress_in_pieces("zstd", blob[:cut], 5, 4096)

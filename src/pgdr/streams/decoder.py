@@ -96,10 +96,10 @@ def decoded(source: BinaryIO, codec: Codec, identity: object | None, label: str,
 
 
 def _decompressed(reader: TeeReader | DecryptingReader, codec: Codec, label: str) -> Iterator[bytes]:
-    """The plain bytes in parts of at most PIECE_SIZE (zstd: about), small enough for malloc to reuse: a whole
-    1 MiB chunk decompressed at once makes a new ~2.5 MiB output, fresh pages from the OS, every time (measured:
-    40% more CPU for gzip). The compressed input goes in DECOMPRESS_PIECE bytes at a time. Every part is a bytes
-    object the consumer may keep; the read buffer below is reused."""
+    """The plain bytes in parts of at most PIECE_SIZE however well they compress (a crafted backup too), small
+    enough for malloc to reuse: a whole 1 MiB chunk decompressed at once makes a new ~2.5 MiB output, fresh pages
+    from the OS, every time (measured: 40% more CPU for gzip). The compressed input goes in DECOMPRESS_PIECE bytes
+    at a time. Every part is a bytes object the consumer may keep; the read buffer below is reused."""
     decompressor = make_decompressor(codec.compression)
     piece_size = PIECE_SIZE if codec.compression == "none" else DECOMPRESS_PIECE
     try:

@@ -98,11 +98,16 @@ def measure(folder: Path, label: str, path: str, backup_format: str, compression
         if done.returncode != 0:
             raise SystemExit(f"{label}: pgdr backup exited {done.returncode}\n{done.stdout}\n{done.stderr}")
         usage = json.loads(Path(usage_file.name).read_text())
+    return cpu_row(label, wall, usage, server) | {"size_mb": round(clear(folder / "backups") / 1e6, 1),
+                                                  "load": round(os.getloadavg()[0], 1)}
+
+
+def cpu_row(label: str, wall: float, usage: dict, server: float) -> dict:
+    """One measured run: wall, pgdr's own CPU and its children's (from rusage_run.py's file), the server's."""
     own = usage["self"]["cpu_user_s"] + usage["self"]["cpu_system_s"]
     children = usage["children"]["cpu_user_s"] + usage["children"]["cpu_system_s"]
     return {"label": label, "wall": round(wall, 2), "pgdr": round(own, 2), "children": round(children, 2),
-            "server": round(server, 2), "total": round(own + children + server, 2),
-            "size_mb": round(clear(folder / "backups") / 1e6, 1), "load": round(os.getloadavg()[0], 1)}
+            "server": round(server, 2), "total": round(own + children + server, 2)}
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
+from backup_cpu import cpu_row
 
 BENCH_DIR = Path(__file__).resolve().parent
 KEYS = ("wall", "pgdr", "children", "server", "total")
@@ -92,11 +93,7 @@ def measure(folder: Path, key: str, label: str, path: str, *extra: str) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"{label}: pgdr restore exited {done.returncode}\n{done.stdout}\n{done.stderr}")
         usage = json.loads(Path(usage_file.name).read_text())
-    own = usage["self"]["cpu_user_s"] + usage["self"]["cpu_system_s"]
-    children = usage["children"]["cpu_user_s"] + usage["children"]["cpu_system_s"]
-    return {"label": label, "wall": round(wall, 2), "pgdr": round(own, 2), "children": round(children, 2),
-            "server": round(server, 2), "total": round(own + children + server, 2),
-            "load": round(os.getloadavg()[0], 1)}
+    return cpu_row(label, wall, usage, server) | {"load": round(os.getloadavg()[0], 1)}
 
 
 def main() -> None:

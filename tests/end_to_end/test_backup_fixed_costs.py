@@ -73,6 +73,16 @@ def connections_before_the_dump(project: Project, workdir: Path) -> int:
     return sum(moment < dump_started for moment in authorized)
 
 
+def reloaded(project: Project) -> None:
+    """Until a new session has the reloaded settings (the postmaster handles the reload on its own time)."""
+    for _ in range(500):
+        with project.connect() as connection:
+            if connection.execute("SELECT current_setting('log_line_prefix')").fetchone()[0] == "%n ":
+                return
+        time.sleep(0.02)
+    raise AssertionError("the server never took the reloaded settings")
+
+
 def test_a_backup_opens_one_session_plus_one_per_other_database_before_the_dump(running_project, workdir):
     project = running_project
     with project.connect() as connection:
@@ -82,7 +92,7 @@ def test_a_backup_opens_one_session_plus_one_per_other_database_before_the_dump(
         connection.execute("SELECT pg_reload_conf()")
         databases = connection.execute(
             "SELECT count(*) FROM pg_database WHERE datallowconn AND datname <> 'postgres'").fetchone()[0]
-    time.sleep(0.2)  # the reload reaches the postmaster (new backends read the settings it holds)
+    reloaded(project)
     # the server version (the client tools' check and the manifest), the properties and requirements, and one
     # session per other database; before: the version twice and four sessions on postgres
     assert connections_before_the_dump(project, workdir) == 2 + databases

@@ -3,13 +3,13 @@ pgdr.conf that says the server may still run with them, and the memory of index 
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import pytest
 
 from harness import run_as_postgres_kwargs, server_bin_dir
 from pgdr.postgres import bulk_load
+from pgdr.postgres.binaries import version_of
 from pgdr.postgres.bulk_load import (
     BULK_LOAD_MARK,
     bulk_settings,
@@ -39,9 +39,7 @@ def test_every_setting_of_the_load_is_one_the_installed_server_knows():
     """The names the bulk load writes into pgdr.conf, for the major of the installed server: a name it does not know
     stops it from starting (the restore would fail before loading anything)."""
     postgres = str(server_bin_dir() / "postgres")
-    version = subprocess.run([postgres, "--version"], capture_output=True, text=True, check=True,
-                             **run_as_postgres_kwargs()).stdout  # type: ignore[call-overload]
-    major = int(re.search(r"(\d+)", version.split(")", 1)[-1]).group(1))
+    major, _ = version_of(postgres)
     described = subprocess.run([postgres, "--describe-config"], capture_output=True, text=True, check=True,
                                **run_as_postgres_kwargs()).stdout  # type: ignore[call-overload]
     known = {line.split("\t", 1)[0] for line in described.splitlines()}
